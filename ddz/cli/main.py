@@ -1,0 +1,72 @@
+"""The `ddz` command: global options, sub-commands, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+import typer
+
+from ddz import __version__
+from ddz.cli.common import console, settings
+from ddz.errors import DDZError
+
+app = typer.Typer(
+    name="ddz",
+    help="Dataset distillation guided by pre-trained models: a PTM zoo, DC/DSA/DM, evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module registers its commands on `app` (or on a sub-app it adds) when imported.
+COMMAND_MODULES = ("ddz.cli.eval",)
+
+
+@app.callback()
+def global_options(
+    data_root: Path = typer.Option(
+        Path("data"), "--data-root", envvar="DDZ_DATA_ROOT", help="Folder holding the data sets."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    seed: int = typer.Option(0, "--seed", help="Fixes every random choice of the run."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    settings.data_root, settings.device, settings.seed, settings.debug = data_root, device, seed, debug
+
+
+@app.command()
+def version() -> None:
+    """Print the ddz version."""
+    typer.echo(__version__)
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except DDZError as error:
+        if settings.debug:
+            console.print_exception()
+        console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return 2
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())

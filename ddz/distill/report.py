@@ -1,0 +1,46 @@
+"""The JSON contract that `ddz distill --json` and `ddz eval --json` write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ddz.distill.evaluate import ArchResult
+
+
+@dataclass
+class RunReport:
+    dataset: str
+    method: str
+    ipc: int
+    seed: int
+    eval: dict[str, ArchResult]
+    ptm_query: list[str] = field(default_factory=list)
+    ptms: list[dict[str, str]] = field(default_factory=list)  # [{"name", "sha256"}]
+    guidance: str | None = None
+    alpha: float = 0.0
+    iterations: int = 0
+    seconds_distill: float = 0.0
+    seconds_eval: float = 0.0
+    synset: str | None = None
+
+    @property
+    def iters_per_sec(self) -> float | None:
+        return self.iterations / self.seconds_distill if self.seconds_distill > 0 else None
+
+    def to_json(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "method": self.method,
+            "ipc": self.ipc,
+            "ptm_query": list(self.ptm_query),
+            "ptms": list(self.ptms),
+            "guidance": self.guidance,
+            "alpha": self.alpha,
+            "iterations": self.iterations,
+            "seconds_distill": round(self.seconds_distill, 3),
+            "iters_per_sec": self.iters_per_sec,
+            "seconds_eval": round(self.seconds_eval, 3),
+            "seed": self.seed,
+            "synset": self.synset,
+            "eval": {arch: result.to_json() for arch, result in self.eval.items()},
+        }

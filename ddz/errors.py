@@ -1,0 +1,40 @@
+"""User-facing errors: the CLI prints the message as one line and exits with status 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DDZError(Exception):
+    """An error caused by the user's input or environment, with a message saying what to do."""
+
+
+class DataError(DDZError):
+    """A data set is missing, malformed or unknown."""
+
+
+class ConfigError(DDZError):
+    """An option or configuration value is invalid."""
+
+
+class IntegrityError(DDZError):
+    """A file does not match its recorded sha256 or metadata."""
+
+
+class QueryError(DDZError):
+    """A zoo query is malformed or matches nothing."""
+
+
+def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """The valid names, closest to `name` first."""
+    choices = sorted(set(choices))
+    near = difflib.get_close_matches(name, choices, n=len(choices), cutoff=0.0)
+    return near[:n] if n else near
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> str:
+    """One line: "unknown <kind> 'x'; valid: a, b, c"."""
+    choices = list(choices)
+    ordered = closest(name, choices, n=0)
+    return f"unknown {kind} {name!r}; valid {kind}s (closest first): {', '.join(ordered)}"

@@ -1,0 +1,53 @@
+"""The two primitives every training loop in ddz shares: one epoch of SGD, and accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def train_epoch(
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, float]:
+    """One pass over (images, labels) in a random order drawn from `generator`.
+
+    Returns (mean loss, accuracy) over the epoch; one host sync at the end, none per batch.
+    """
+    net.train()
+    order = torch.randperm(len(images), generator=generator, device=generator.device)
+    order = order.to(images.device)
+    total_loss = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for start in range(0, len(images), batch_size):
+        idx = order[start : start + batch_size]
+        x, y = images[idx], labels[idx]
+        if augment is not None:
+            x = augment(x)
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == y).sum()
+    n = len(images)
+    return float(total_loss) / n, float(correct) / n
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
+    net.eval()
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for start in range(0, len(images), batch_size):
+        logits = net(images[start : start + batch_size])
+        correct += (logits.argmax(1) == labels[start : start + batch_size]).sum()
+    return float(correct) / len(images)
