@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` (or on a sub-app it adds) when imported.
-COMMAND_MODULES = ("ddz.cli.eval",)
+COMMAND_MODULES = ("ddz.cli.eval", "ddz.cli.zoo", "ddz.cli.zoo_hub", "ddz.cli.distill")
 
 
 @app.callback()

@@ -1,0 +1,275 @@
+"""`ddz zoo ...`: train a grid of PTM snapshots, list and show the local zoo.
+
+`zoo_app` is the sub-app; other modules (e.g. ddz.cli.zoo_hub) add commands to it."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ddz.cli.common import RichProgress, console, out, print_json, settings, write_json
+from ddz.cli.main import app
+from ddz.errors import ConfigError, DDZError, IntegrityError, QueryError
+
+zoo_app = typer.Typer(
+    name="zoo",
+    help="The PTM zoo: train seeds x archs x epoch snapshots; list, show, push, pull, lock.",
+    no_args_is_help=True,
+)
+app.add_typer(zoo_app, name="zoo")
+
+
+def parse_minutes(text: str) -> int:
+    """SLURM-style time: MINUTES, H:MM[:SS] or D-H[:MM[:SS]] -> whole minutes."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if match is None:
+        raise ConfigError(f"bad --time {text!r}; use minutes (90), H:MM:SS (4:00:00) or D-HH (1-12)")
+    days, first, second, third = match.groups()
+    if days is None and second is None:
+        return int(first)
+    hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
+    return max(1, int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0))
+
+
+def parse_gigabytes(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([MGT]?)B?", text.strip(), flags=re.IGNORECASE)
+    if match is None:
+        raise ConfigError(f"bad --mem {text!r}; use gigabytes (16), or 16G / 16000M")
+    value, unit = float(match[1]), match[2].upper()
+    return value * {"M": 1 / 1024, "G": 1.0, "T": 1024.0, "": 1.0}[unit]
+
+
+@zoo_app.command("train")
+def train_command(
+    dataset: str = typer.Option(..., "--dataset", help="A data set name, npz:FILE or folder:DIR."),
+    arch: list[str] = typer.Option(..., "--arch", help="Architectures (repeatable)."),
+    seeds: int = typer.Option(1, "--seeds", help="How many seeds per arch."),
+    seed_start: int = typer.Option(0, "--seed-start", help="First seed number."),
+    epochs: int = typer.Option(150, "--epochs", help="Training epochs."),
+    snapshots: str | None = typer.Option(
+        None,
+        "--snapshots",
+        help="Epochs to keep, e.g. 1,4,6,10,20,35,70,120,150 (default: those <= --epochs, and the last).",
+    ),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    lr: float = typer.Option(0.01, "--lr"),
+    momentum: float = typer.Option(0.9, "--momentum"),
+    weight_decay: float = typer.Option(5e-3, "--weight-decay"),
+    milestones: str = typer.Option("50,100", "--milestones", help="Epochs after which lr x0.1."),
+    net_option: list[str] = typer.Option(
+        [], "--net-option", help="KEY=VALUE passed to the net factory, e.g. width=16 (repeatable)."
+    ),
+    launcher: str | None = typer.Option(
+        None, "--launcher", help="inline | local | slurm (default: inline for one job, else local)."
+    ),
+    jobs: int | None = typer.Option(
+        None, "--jobs", help="Concurrent jobs (local default: GPUs, or 1 on CPU; slurm: all)."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch CPU threads per job (CPU runs are bit-identical for the same count)."
+    ),
+    partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
+    gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="SLURM GPUs per job."),
+    cpus_per_job: int | None = typer.Option(
+        None, "--cpus-per-job", help="SLURM CPUs (= torch threads) per job."
+    ),
+    time_limit: str = typer.Option("240", "--time", help="SLURM time limit: minutes or H:MM:SS."),
+    mem: str | None = typer.Option(None, "--mem", help="SLURM memory per job, e.g. 16G."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the grid summary as JSON here."),
+) -> None:
+    """Train seeds x archs by the PTM recipe, keeping epoch snapshots; resumable and re-submittable."""
+    from ddz.data import load_dataset
+    from ddz.nets import check_arch
+    from ddz.zoo.launch import LaunchConfig, run_grid
+    from ddz.zoo.train import (
+        TrainRecipe,
+        check_data_reachable,
+        default_snapshots,
+        parse_epochs,
+        parse_net_options,
+        plan_grid,
+        resolve_device,
+    )
+
+    for name in arch:
+        check_arch(name)
+    if seeds < 1 or seed_start < 0:
+        raise ConfigError("--seeds must be at least 1 and --seed-start at least 0")
+    recipe = TrainRecipe(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        milestones=parse_epochs(milestones, "--milestones"),
+        snapshots=parse_epochs(snapshots, "--snapshots")
+        if snapshots is not None
+        else default_snapshots(epochs),
+        net=parse_net_options(net_option),
+    ).validate()
+    config = LaunchConfig(
+        launcher=launcher,
+        jobs=jobs,
+        partition=partition,
+        gpus_per_job=gpus_per_job,
+        cpus_per_job=cpus_per_job,
+        time_min=parse_minutes(time_limit),
+        mem_gb=parse_gigabytes(mem) if mem else None,
+        threads=threads,
+    )
+    config.validate(len(arch) * seeds)
+    # "auto" travels as is: each worker picks its own node's device.
+    device = "auto" if settings.device == "auto" else resolve_device(settings.torch_device)
+    check_data_reachable(dataset, settings.data_root)
+    data = load_dataset(dataset, settings.data_root, "cpu")
+    planned = plan_grid(
+        dataset,
+        arch,
+        list(range(seed_start, seed_start + seeds)),
+        recipe,
+        data,
+        settings.data_root,
+        device=device,
+    )
+    todo = sum(state != "done" for _, state in planned)
+    console.print(
+        f"zoo grid: {data.name} x {', '.join(dict.fromkeys(arch))} x seeds "
+        f"{seed_start}..{seed_start + seeds - 1}"
+        f" ({len(planned)} jobs, {todo} to run), {recipe.epochs} epochs, snapshots {list(recipe.snapshots)}",
+        highlight=False,
+    )
+    started = time.perf_counter()
+    with RichProgress() as progress:
+        summary = run_grid([job for job, _ in planned], config, progress, data)
+    wall = time.perf_counter() - started
+    out.print(summary_table(summary))
+    for failed in summary.failed:
+        console.print(
+            f"[bold red]failed[/bold red] {failed.arch}/seed{failed.seed}: {failed.error}", highlight=False
+        )
+        if failed.log_tail:
+            console.print(failed.log_tail, highlight=False, markup=False)
+    console.print(
+        f"wall time {wall:.1f}s ({summary.launcher}); zoo at {planned[0][0].store.root}", highlight=False
+    )
+    write_json(json_path, {**summary.to_json(), "wall_seconds": wall, "recipe": recipe.to_json()})
+    if summary.failed:
+        names = ", ".join(f"{r.arch}/seed{r.seed}" for r in summary.failed)
+        raise DDZError(
+            f"{len(summary.failed)} job(s) failed: {names} (see above); fix the cause and run the same "
+            "command again: finished jobs are skipped"
+        )
+
+
+def summary_table(summary) -> Table:
+    table = Table(title=f"zoo grid ({summary.launcher})")
+    table.add_column("run", no_wrap=True)
+    for column in ("status", "epochs run", "resumed at", "train s", "images/s", "train_loss", "test_acc"):
+        table.add_column(column)
+    for r in summary.results:
+        table.add_row(
+            r.name,
+            r.status,
+            str(r.epochs_run),
+            str(r.resumed_from) if r.resumed_from else "-",
+            f"{r.seconds_train:.1f}",
+            f"{r.images_per_sec:.0f}" if r.images_per_sec else "-",
+            _fmt(r.metrics.get("train_loss")),
+            _fmt(r.metrics.get("test_acc")),
+        )
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+@zoo_app.command("list")
+def list_command(
+    query: str = typer.Argument("*", help="fnmatch glob over names, e.g. 'digits/*@epoch4'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the local zoo's snapshots."""
+    from ddz.zoo.store import ZooStore
+
+    store = ZooStore()
+    records = store.records(query, with_metadata=False)
+    if as_json:
+        print_json([r.to_json() for r in records])
+        return
+    table = Table(title=f"zoo {store.root} ({len(records)} snapshots)")
+    table.add_column("name", no_wrap=True)
+    for column in ("size", "train_loss", "test_acc", "sha256"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            str(r.name),
+            _size(r.size),
+            _fmt(r.metrics.get("train_loss")),
+            _fmt(r.metrics.get("test_acc")),
+            r.sha256[:12],
+        )
+    out.print(table)
+
+
+@zoo_app.command("show")
+def show_command(
+    name: str = typer.Argument(..., help="A snapshot name: DATASET/ARCH/seedN@epochE."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show one snapshot: its record, metadata and lineage; its sha256 is checked."""
+    from ddz.io import sha256_file
+    from ddz.zoo.store import SnapshotName, ZooStore, read_metadata
+
+    store = ZooStore()
+    try:
+        parsed = SnapshotName.parse(name)
+    except QueryError:
+        matches = store.records(name, with_metadata=False)
+        if len(matches) != 1:
+            raise
+        parsed = matches[0].name
+    record = store.record(parsed)
+    actual = sha256_file(record.path) if record.path.exists() else None
+    verified = actual == record.sha256
+    metadata = read_metadata(record.path) if record.path.exists() else {}
+    if as_json:
+        print_json({**record.to_json(), "verified": verified, "metadata": metadata})
+    else:
+        out.print(_show_table(parsed, record, verified, actual, metadata))
+    if not verified:
+        raise IntegrityError(
+            f"{record.path} fails its integrity check (sha256 {actual}, manifest {record.sha256}); "
+            "delete it and re-train or re-pull it"
+        )
+
+
+def _show_table(parsed, record, verified: bool, actual: str | None, metadata: dict) -> Table:
+    table = Table(title=str(parsed), show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("path", str(record.path))
+    table.add_row("size", _size(record.size))
+    table.add_row("sha256", f"{record.sha256} ({'verified' if verified else 'MISMATCH: ' + str(actual)})")
+    for key, value in metadata.items():
+        if key not in ("name",):
+            table.add_row(key, value if isinstance(value, str) else _compact(value))
+    return table
+
+
+def _compact(value: object) -> str:
+    import json
+
+    return json.dumps(value, separators=(", ", ": "))

@@ -1,0 +1,156 @@
+"""The loop every method shares: initialise, step, report progress, checkpoint, resume, save.
+
+A run writes into its folder: checkpoint.safetensors every `checkpoint_every` iterations and at
+the end, then synset.safetensors and synset.png. Calling `distill` again with the same folder
+and settings resumes from the checkpoint and ends with the same images as an uninterrupted run
+(every random stream is derived from (seed, purpose, iteration); the checkpoint holds the images
+and the momentum buffer); a finished run is loaded, not recomputed. A larger `iterations`
+continues a finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ddz.data.base import ImageDataset
+from ddz.distill.evaluate import check_ipc
+from ddz.distill.grid import write_grid
+from ddz.distill.guidance import Guidance
+from ddz.distill.methods import DistillConfig, IterationRNG, SynState, build_method
+from ddz.distill.methods.base import initial_images, new_state
+from ddz.distill.synset import (
+    CHECKPOINT_FILE,
+    GRID_FILE,
+    SYNSET_FILE,
+    Checkpoint,
+    SynSet,
+    load_checkpoint,
+    load_synset,
+    save_checkpoint,
+    save_synset,
+)
+from ddz.errors import ConfigError
+from ddz.progress import NullProgress, Progress
+
+LOG_EVERY = 10  # iterations between loss read-backs (each one waits for the device)
+
+
+def run_identity(
+    dataset: ImageDataset, dataset_name: str, config: DistillConfig, seed: int, guidance: Guidance | None
+) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: everything that changes the images except
+    the number of iterations (so a finished run can be continued) and --compile."""
+    settings = config.to_json()
+    for key in ("iterations", "compile"):
+        settings.pop(key)
+    identity = {
+        "dataset": dataset_name,
+        "train_images": len(dataset.train_images),
+        "classes": list(dataset.classes),
+        "seed": seed,
+        "config": settings,
+        "guidance": None if guidance is None else {
+            "kinds": guidance.kinds, "alpha": guidance.alpha,
+            "cclom_batch": guidance.config.cclom_batch,
+            "ptms": [p["sha256"] for p in guidance.describe()],
+        },
+    }
+    return json.loads(json.dumps(identity))  # the form it takes after a round trip through a file
+
+
+def _first_difference(ours: Any, theirs: Any, prefix: str = "") -> str:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in sorted(set(ours) | set(theirs)):
+            if ours.get(key) != theirs.get(key):
+                return _first_difference(ours.get(key), theirs.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')} is {ours!r} here but {theirs!r} there"
+
+
+def distill(
+    dataset: ImageDataset,
+    config: DistillConfig,
+    seed: int = 0,
+    guidance: Guidance | None = None,
+    out_dir: str | Path | None = None,
+    checkpoint_every: int = 100,
+    progress: Progress | None = None,
+    dataset_name: str | None = None,
+    ptm_query: Sequence[str] = (),
+) -> SynSet:
+    """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save."""
+    config = config.resolved()
+    check_ipc(dataset, config.ipc)
+    dataset_name = dataset_name or dataset.name
+    identity = run_identity(dataset, dataset_name, config, seed, guidance)
+    out = Path(out_dir) if out_dir is not None else None
+    progress = progress or NullProgress()
+
+    state: SynState | None = None
+    seconds_before = 0.0
+    if out is not None and (out / CHECKPOINT_FILE).is_file():
+        checkpoint = load_checkpoint(out / CHECKPOINT_FILE)
+        if checkpoint.run != identity:
+            raise ConfigError(
+                f"{out} holds a different run ({_first_difference(identity, checkpoint.run)}); "
+                "pass another --out or delete that folder"
+            )
+        if checkpoint.iteration > config.iterations:
+            raise ConfigError(
+                f"{out} has {checkpoint.iteration} iterations done, more than the {config.iterations} "
+                "asked for; ask for at least that many or pass another --out"
+            )
+        if checkpoint.iteration == config.iterations and (out / SYNSET_FILE).is_file():
+            return load_synset(out / SYNSET_FILE)
+        state = new_state(checkpoint.images.to(dataset.device), config.ipc, config.lr_img, config.momentum)
+        if checkpoint.momentum is not None:
+            state.set_momentum_buffer(checkpoint.momentum)
+        state.iteration, seconds_before = checkpoint.iteration, checkpoint.seconds
+    if state is None:
+        state = new_state(initial_images(dataset, config, seed), config.ipc, config.lr_img, config.momentum)
+
+    method = build_method(config, dataset, guidance)
+
+    def checkpoint_now(seconds: float) -> None:
+        if out is not None:
+            momentum = state.momentum_buffer()
+            save_checkpoint(out / CHECKPOINT_FILE, Checkpoint(
+                state.images, momentum, state.iteration, seconds, identity,
+            ))
+
+    task = progress.task(f"distill {config.method}", config.iterations)
+    task.advance(state.iteration)
+    started = time.perf_counter()
+    shown = float("nan")
+    for iteration in range(state.iteration, config.iterations):
+        loss = method.step(state, IterationRNG(seed, iteration, dataset.device))
+        state.iteration = iteration + 1
+        if iteration % LOG_EVERY == 0 or state.iteration == config.iterations:
+            shown = float(loss)
+        task.advance(1, loss=shown)
+        if checkpoint_every > 0 and state.iteration % checkpoint_every == 0:
+            checkpoint_now(seconds_before + time.perf_counter() - started)
+    task.close()
+    seconds = seconds_before + time.perf_counter() - started
+
+    synset = SynSet(
+        images=state.images.detach().cpu().clone(),
+        labels=state.labels.cpu().clone(),
+        dataset=dataset_name, method=config.method, ipc=config.ipc, seed=seed,
+        config=config.to_json(), classes=list(dataset.classes),
+        mean=tuple(dataset.mean), std=tuple(dataset.std),
+        ptm_query=list(ptm_query),
+        ptms=guidance.describe() if guidance is not None else [],
+        guidance=guidance.kind if guidance is not None else None,
+        alpha=guidance.alpha if guidance is not None else 0.0,
+        iterations=config.iterations, seconds_distill=seconds,
+    )
+    if out is not None:
+        checkpoint_now(seconds)
+        save_synset(out / SYNSET_FILE, synset)
+        write_grid(out / GRID_FILE, synset.images, synset.ipc, synset.mean, synset.std)
+    return synset
+

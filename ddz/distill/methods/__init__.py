@@ -1,0 +1,27 @@
+"""DC, DSA and DM: each a small object with one `step(state, rng)`; ddz.distill.loop runs them."""
+
+from __future__ import annotations
+
+from ddz.data.base import ImageDataset
+from ddz.distill.guidance import Guidance
+from ddz.distill.methods.base import METHODS, DistillConfig, IterationRNG, Method, SynState, loops_for_ipc
+from ddz.distill.methods.dc import GradientMatching
+from ddz.distill.methods.dm import DistributionMatching
+
+
+def build_method(config: DistillConfig, dataset: ImageDataset, guidance: Guidance | None = None) -> Method:
+    """The method of a resolved config."""
+    if config.method == "dm":
+        return DistributionMatching(config, dataset, guidance)
+    return GradientMatching(config, dataset, guidance)
+
+
+__all__ = [
+    "METHODS",
+    "DistillConfig",
+    "IterationRNG",
+    "Method",
+    "SynState",
+    "build_method",
+    "loops_for_ipc",
+]

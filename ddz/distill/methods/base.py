@@ -1,0 +1,253 @@
+"""What every distillation method shares: the typed config, the loops-by-IPC rule, the
+per-iteration random streams, the synthetic-set state and fresh random nets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ddz.data.augment import DSA, DSAConfig
+from ddz.data.base import ImageDataset
+from ddz.errors import ConfigError, unknown_name
+from ddz.nets import build_net, check_arch
+from ddz.seeding import derive_seed, generator
+
+METHODS = ("dc", "dsa", "dm")
+INITS = ("real", "noise")
+DISTANCES = ("ours", "mse", "cos")
+
+# (outer, inner) loops of the reference DC/DSA code, by IPC.
+LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+
+
+def loops_for_ipc(ipc: int) -> tuple[int, int]:
+    """The reference table where it has the IPC; otherwise outer = IPC (as in every table row) and
+
+    - 1 < IPC < 10: inner 50 (the IPC-10 value; the IPC-1 row's inner is never used, since the
+      net is not trained after the last outer step);
+    - 10 < IPC < 50: inner linearly interpolated between the neighbouring rows, rounded;
+    - IPC > 50: inner = round(500 / IPC), at least 1 (the table keeps outer x inner near 500).
+    """
+    if ipc < 1:
+        raise ConfigError(f"--ipc must be at least 1, got {ipc}")
+    if ipc in LOOPS:
+        return LOOPS[ipc]
+    if ipc < 10:
+        return ipc, 50
+    if ipc < 50:
+        lo = max(k for k in LOOPS if k < ipc)
+        hi = min(k for k in LOOPS if k > ipc)
+        frac = (ipc - lo) / (hi - lo)
+        return ipc, round(LOOPS[lo][1] + frac * (LOOPS[hi][1] - LOOPS[lo][1]))
+    return ipc, max(1, round(500 / ipc))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation run. `None` fields take the protocol's per-method defaults in `resolved()`:
+    iterations DC/DSA 1000, DM 20000; lr_img DC/DSA 0.1, DM 1.0 (10 for IPC >= 100);
+    outer/inner loops from `loops_for_ipc` (DC/DSA only)."""
+
+    method: str = "dm"
+    ipc: int = 10
+    iterations: int | None = None
+    lr_img: float | None = None
+    lr_net: float = 0.01
+    momentum: float = 0.5
+    batch_real: int = 256
+    batch_train: int = 256
+    init: str = "real"
+    arch: str = "convnet3"
+    net_options: tuple[tuple[str, Any], ...] = ()  # e.g. (("width", 32),): build_net overrides
+    distance: str = "ours"
+    outer_loop: int | None = None
+    inner_loop: int | None = None
+    compile: bool = False
+    dsa: DSAConfig = field(default_factory=DSAConfig)
+
+    @property
+    def augment(self) -> bool:
+        """DSA is on for DSA and DM (the protocol), off for DC."""
+        return self.method in ("dsa", "dm")
+
+    def resolved(self) -> DistillConfig:
+        self.validate()
+        dm = self.method == "dm"
+        iterations = self.iterations if self.iterations is not None else (20000 if dm else 1000)
+        if self.lr_img is not None:
+            lr_img = self.lr_img
+        elif dm:
+            lr_img = 10.0 if self.ipc >= 100 else 1.0
+        else:
+            lr_img = 0.1
+        outer, inner = (None, None) if dm else loops_for_ipc(self.ipc)
+        return replace(
+            self,
+            iterations=iterations,
+            lr_img=lr_img,
+            outer_loop=self.outer_loop if self.outer_loop is not None else outer,
+            inner_loop=self.inner_loop if self.inner_loop is not None else inner,
+        )
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(unknown_name("method", self.method, METHODS))
+        if self.init not in INITS:
+            raise ConfigError(unknown_name("init", self.init, INITS))
+        if self.distance not in DISTANCES:
+            raise ConfigError(unknown_name("distance", self.distance, DISTANCES))
+        check_arch(self.arch)
+        if self.ipc < 1:
+            raise ConfigError(f"--ipc must be at least 1, got {self.ipc}")
+        if self.iterations is not None and self.iterations < 0:
+            raise ConfigError(f"--iterations must be >= 0, got {self.iterations}")
+        for name in ("batch_real", "batch_train", "outer_loop", "inner_loop"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("lr_img", "lr_net"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DistillConfig:
+        data = dict(data)
+        data["dsa"] = DSAConfig(**data.get("dsa", {}))
+        data["net_options"] = tuple(tuple(item) for item in data.get("net_options", ()))
+        return cls(**data)
+
+
+class IterationRNG:
+    """The random streams of one iteration, each derived from (seed, purpose, iteration).
+
+    Nothing random carries over between iterations, so the iteration counter is the whole random
+    state of a run: a run resumed from a checkpoint draws exactly what it would have drawn.
+    """
+
+    def __init__(self, seed: int, iteration: int, device: str | torch.device):
+        self.seed, self.iteration, self.device = seed, iteration, torch.device(device)
+
+    def generator(self, purpose: str, device: str | torch.device | None = None) -> torch.Generator:
+        return generator(self.seed, purpose, self.iteration, device=device or self.device)
+
+    def net_seed(self) -> int:
+        return derive_seed(self.seed, "net", self.iteration)
+
+    def dsa(self, config: DSAConfig) -> DSA:
+        return DSA(config, derive_seed(self.seed, "dsa", self.iteration), self.device)
+
+
+@dataclass
+class SynState:
+    """The synthetic set being learnt (class-major: IPC images of class 0, then class 1, ...)
+    and its optimiser: SGD with momentum on the images."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    optimizer: torch.optim.SGD
+    ipc: int
+    iteration: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.images) // self.ipc
+
+    def grouped(self) -> torch.Tensor:
+        """(K, IPC, C, H, W) view of the images."""
+        return self.images.view(self.num_classes, self.ipc, *self.images.shape[1:])
+
+    def momentum_buffer(self) -> torch.Tensor | None:
+        return self.optimizer.state.get(self.images, {}).get("momentum_buffer")
+
+    def set_momentum_buffer(self, buffer: torch.Tensor) -> None:
+        self.optimizer.state[self.images]["momentum_buffer"] = buffer.to(self.images.device).clone()
+
+
+def new_state(images: torch.Tensor, ipc: int, lr_img: float, momentum: float) -> SynState:
+    images = images.detach().clone().requires_grad_(True)
+    num_classes = len(images) // ipc
+    labels = torch.arange(num_classes, device=images.device).repeat_interleave(ipc)
+    optimizer = torch.optim.SGD([images], lr=lr_img, momentum=momentum)
+    return SynState(images, labels, optimizer, ipc)
+
+
+def initial_images(dataset: ImageDataset, config: DistillConfig, seed: int) -> torch.Tensor:
+    """'real': IPC random training images per class; 'noise': standard normal (in the normalised
+    space, as the reference does)."""
+    gen = generator(seed, "init", device=dataset.device)
+    if config.init == "real":
+        return dataset.sample_all_classes(config.ipc, gen).flatten(0, 1).clone()
+    shape = (dataset.num_classes * config.ipc, dataset.channels, dataset.image_size, dataset.image_size)
+    return torch.randn(shape, generator=gen, device=dataset.device)
+
+
+def real_batch_size(dataset: ImageDataset, batch_real: int) -> int:
+    """Real images per class per matching step: batch_real, or the smallest class if that is less
+    (all classes are drawn in one call with the same count)."""
+    return min(batch_real, min(dataset.class_counts()))
+
+
+def has_batch_statistics(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+class NetSource:
+    """A fresh randomly initialised distillation net per iteration.
+
+    `fresh()` returns the net and `fast`, the callable for its `entry` ("forward" or "embed").
+    With `compile`, one module is kept and re-initialised in place (so torch.compile traces it
+    once per input shape) and `fast` is the compiled entry; without, `fast` is the plain entry.
+    """
+
+    def __init__(self, config: DistillConfig, dataset: ImageDataset, entry: str = "forward"):
+        self.arch, self.compile, self.entry = config.arch, config.compile, entry
+        self.options = dict(config.net_options)
+        self.shape = (dataset.channels, dataset.num_classes, dataset.image_size)
+        self.device = dataset.device
+        self._net: nn.Module | None = None
+        self._fast: Any = None
+        try:
+            self._build(0)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"--net-option {self.options} does not fit {self.arch} ({error}); "
+                "see `ddz zoo train --help` for the options nets take, e.g. width=32"
+            ) from None
+
+    def _build(self, seed: int) -> nn.Module:
+        channels, classes, size = self.shape
+        net = build_net(self.arch, channels, classes, size, generator_seed=seed, **self.options)
+        return net.to(self.device)
+
+    def fresh(self, seed: int, requires_grad: bool = True) -> tuple[nn.Module, Any]:
+        if not self.compile:
+            net = self._build(seed)
+            fast = net if self.entry == "forward" else getattr(net, self.entry)
+        else:
+            if self._net is None:
+                self._net = self._build(seed)
+                entry = self._net if self.entry == "forward" else getattr(self._net, self.entry)
+                self._fast = torch.compile(entry)
+            else:
+                self._net.load_state_dict(self._build(seed).state_dict())
+            net, fast = self._net, self._fast
+        net.train()
+        for p in net.parameters():
+            p.requires_grad_(requires_grad)
+        return net, fast
+
+
+class Method(Protocol):
+    """A distillation method: one step updates the synthetic images once (DM) or `outer_loop`
+    times (DC/DSA) and returns the summed loss of the step (a 0-d tensor, not synced)."""
+
+    name: str
+
+    def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor: ...

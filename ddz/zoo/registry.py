@@ -1,0 +1,465 @@
+"""registry.yaml: named hubs, pinned hub entries and external PTM sources; and query resolution.
+
+The file is validated on load (errors name the line); writers take a file lock and replace the
+file atomically, so several zoo jobs registering at once lose nothing. `resolve` runs a query
+over the local zoo, the registry's entries and the external sources; `load_ptms` turns queries
+(or `@lockfile`s) into frozen PTMs, fetching and verifying what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock
+
+from ddz.errors import ConfigError, DDZError, QueryError, closest
+from ddz.io import atomic_write_text, ddz_home
+from ddz.zoo.query import Candidate, natural_key, select, split_name
+
+REGISTRY_ENV = "DDZ_REGISTRY"
+SOURCES = ("local", "hub", "external")
+REGISTRY_VERSION = 1
+HEX40 = re.compile(r"[0-9a-f]{40}")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+DEFAULT_HEADER = """\
+# ddz registry: where PTMs live, so that a query such as `digits/*@epoch4` can find them.
+#
+# version: 1
+# hubs:      NAME: URL                 a folder of git repos (a path or file://...), an HTTP hub
+#                                      served through the Hugging Face API (http://host:port, e.g.
+#                                      olah), or hf://ORG on huggingface.co (HF_ENDPOINT applies)
+# entries:   DATASET/ARCH/seedN@epochE:
+#              hub: NAME                 one of `hubs`
+#              repo: ORG/DATASET-ARCH    the hub repository
+#              revision: <commit sha>    40 hex digits: entries are pinned, never a branch
+#              path: seedN/epochE.safetensors
+#              sha256: <64 hex>          checked before every use
+#              metadata: {seed, epoch, size, metrics: {train_loss, train_acc, test_acc}}
+# external:  DATASET/ARCH@TAG:         a PTM built by another library (these two are built in)
+#              library: torchvision | open_clip
+#              model: resnet18 | RN50
+#              weights: ResNet18_Weights.IMAGENET1K_V1 | openai | null (null: random init, tests)
+#              weights_file: null        a local file instead of the library's cache, which is
+#                                        $TORCH_HOME/hub/checkpoints (torchvision) or the Hugging
+#                                        Face cache, $HF_HOME/hub (open_clip)
+#              sha256: null              when set, the weights file must match it
+#              image_size: 224           the input size; mean/std: its normalisation
+#
+# Which file: $DDZ_REGISTRY, else ./registry.yaml, else $DDZ_HOME/registry.yaml. `ddz zoo push`
+# adds hubs and entries under a file lock; this leading comment is kept, other comments are not.
+"""
+
+
+def registry_path() -> Path:
+    """DDZ_REGISTRY, else ./registry.yaml when there is one, else DDZ_HOME/registry.yaml."""
+    if env := os.environ.get(REGISTRY_ENV):
+        return Path(env).expanduser()
+    here = Path("registry.yaml")
+    if here.is_file():
+        return here.resolve()
+    return ddz_home() / "registry.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# The file
+
+
+@dataclass
+class Entry:
+    """A snapshot published on a hub, pinned to a commit."""
+
+    hub: str
+    repo: str
+    revision: str
+    path: str
+    sha256: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Registry:
+    path: Path
+    hubs: dict[str, str] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)
+    external: dict[str, dict[str, Any]] = field(default_factory=dict)
+    header: str = DEFAULT_HEADER
+
+    def hub_url(self, name: str) -> str:
+        """The hub's URL, a relative folder read against the registry file's folder."""
+        from ddz.zoo.hub import normalise_url
+
+        return normalise_url(self.hubs[name], base=self.path.parent)
+
+    def add_hub(self, url: str) -> str:
+        """The name under which `url` is listed, adding it (named after its org) if new."""
+        from ddz.zoo.hub import parse_hub
+
+        hub = parse_hub(url)
+        for name in self.hubs:
+            if self.hub_url(name) == hub.url:
+                return name
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", hub.org or "hub").strip("-") or "hub"
+        name, n = base, 1
+        while name in self.hubs:
+            n += 1
+            name = f"{base}-{n}"
+        self.hubs[name] = hub.url
+        return name
+
+    def external_specs(self) -> dict[str, Any]:
+        from ddz.zoo.external import external_specs
+
+        return external_specs(self.external, base=self.path.parent)
+
+    def to_text(self) -> str:
+        data: dict[str, Any] = {"version": REGISTRY_VERSION, "hubs": dict(self.hubs), "entries": {}}
+        for name in sorted(self.entries, key=natural_key):
+            entry = asdict(self.entries[name])
+            if not entry["metadata"]:
+                del entry["metadata"]
+            data["entries"][name] = entry
+        data["external"] = dict(self.external)
+        body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+        return self.header.rstrip("\n") + "\n\n" + body
+
+
+class _Checker:
+    """Validation against the YAML node tree, so that every message carries its line."""
+
+    def __init__(self, source: Path):
+        self.source = source
+
+    def fail(self, node: yaml.Node, message: str) -> ConfigError:
+        mark = node.start_mark
+        return ConfigError(f"{self.source}:{mark.line + 1}:{mark.column + 1}: {message}")
+
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return []
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping (key: value lines)")
+        items, seen = [], set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, f"keys of {what} must be plain names")
+            key = key_node.value
+            if key in seen:
+                raise self.fail(key_node, f"{key!r} appears twice in {what}")
+            seen.add(key)
+            items.append((key, key_node, value_node))
+        return items
+
+    def keys(self, items: list, allowed: Sequence[str], required: Sequence[str], node: yaml.Node,
+             what: str) -> None:
+        present = {key for key, _, _ in items}
+        for key, key_node, _ in items:
+            if key not in allowed:
+                near = closest(key, allowed, n=3)
+                raise self.fail(key_node, f"unknown key {key!r} in {what}; valid keys: {', '.join(near)}")
+        for key in required:
+            if key not in present:
+                raise self.fail(node, f"{what} lacks {key!r} (needs {', '.join(required)})")
+
+    def text(self, node: yaml.Node, value: Any, what: str, pattern: re.Pattern | None = None,
+             hint: str = "", nullable: bool = False) -> None:
+        if value is None and nullable:
+            return
+        if not isinstance(value, str) or not value:
+            quote = " (quote it)" if isinstance(value, (int, float)) else ""
+            raise self.fail(node, f"{what} must be a non-empty string{quote}{hint}")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise self.fail(node, f"{what} {value!r} is malformed{hint}")
+
+
+ENTRY_KEYS = ("hub", "repo", "revision", "path", "sha256", "metadata")
+ENTRY_REQUIRED = ENTRY_KEYS[:5]
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_REPO_PATH = re.compile(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\\\s]+")
+
+
+def _validate(root: yaml.Node, data: Any, source: Path) -> Registry:
+    check = _Checker(source)
+    registry = Registry(path=source)
+    top = check.mapping(root, "the registry")
+    check.keys(top, ("version", "hubs", "entries", "external"), (), root, "the registry")
+    nodes = {key: value_node for key, _, value_node in top}
+    if "version" in nodes and data.get("version") != REGISTRY_VERSION:
+        raise check.fail(nodes["version"], f"version must be {REGISTRY_VERSION}")
+    if "hubs" in nodes:
+        for name, _, value_node in check.mapping(nodes["hubs"], "hubs"):
+            url = data["hubs"][name]
+            check.text(value_node, url, f"hub {name!r}")
+            try:
+                from ddz.zoo.hub import parse_hub
+
+                parse_hub(url, base=source.parent)
+            except DDZError as error:
+                raise check.fail(value_node, str(error)) from None
+            registry.hubs[str(name)] = url
+    if "entries" in nodes:
+        for name, key_node, value_node in check.mapping(nodes["entries"], "entries"):
+            try:
+                _, _, seed, snapshot = split_name(name)
+            except QueryError as error:
+                raise check.fail(key_node, str(error)) from None
+            if seed is None or not re.fullmatch(r"epoch\d+", snapshot):
+                raise check.fail(key_node, f"entry {name!r}: write DATASET/ARCH/seedN@epochE")
+            what = f"entry {name!r}"
+            items = check.mapping(value_node, what)
+            check.keys(items, ENTRY_KEYS, ENTRY_REQUIRED, value_node, what)
+            raw = data["entries"][name]
+            fields = {key: node for key, _, node in items}
+            if raw["hub"] not in registry.hubs:
+                listed = ", ".join(registry.hubs) or "none"
+                raise check.fail(fields["hub"], f"{what}: hub {raw['hub']!r} is not under hubs ({listed})")
+            check.text(fields["repo"], raw["repo"], f"{what}: repo", _REPO, " (expected ORG/NAME)")
+            check.text(fields["revision"], raw["revision"], f"{what}: revision", HEX40,
+                       " (expected a 40-hex commit sha: entries are pinned)")
+            check.text(fields["path"], raw["path"], f"{what}: path", _REPO_PATH,
+                       " (expected a relative path inside the repo)")
+            check.text(fields["sha256"], raw["sha256"], f"{what}: sha256", HEX64, " (expected 64 hex digits)")
+            metadata = raw.get("metadata") or {}
+            if "metadata" in fields and not isinstance(metadata, dict):
+                raise check.fail(fields["metadata"], f"{what}: metadata must be a mapping")
+            registry.entries[name] = Entry(
+                raw["hub"], raw["repo"], raw["revision"], raw["path"], raw["sha256"], dict(metadata)
+            )
+    if "external" in nodes:
+        for name, key_node, value_node in check.mapping(nodes["external"], "external"):
+            from ddz.zoo.external import SpecError, check_external
+
+            try:
+                split = split_name(name)
+            except QueryError as error:
+                raise check.fail(key_node, str(error)) from None
+            if split[2] is not None:
+                raise check.fail(key_node, f"external {name!r}: write DATASET/ARCH@TAG (no seed)")
+            items = check.mapping(value_node, f"external {name!r}")
+            raw = data["external"][name] or {}
+            try:
+                check_external(name, raw, base=source.parent)
+            except SpecError as error:
+                bad = next((node for key, _, node in items if key == error.key), value_node)
+                raise check.fail(bad, str(error)) from None
+            registry.external[name] = raw
+    return registry
+
+
+def parse_registry(text: str, source: Path) -> Registry:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        raise ConfigError(f"{where}: not valid YAML ({error.problem or error.context})") from None
+    finally:
+        loader.dispose()
+    header = _leading_comments(text) or DEFAULT_HEADER
+    if root is None:
+        return Registry(path=source, header=header)
+    registry = _validate(root, data, source)
+    registry.header = header
+    return registry
+
+
+def _leading_comments(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("#") or (not line.strip() and lines):
+            lines.append(line)
+        else:
+            break
+    return "\n".join(lines).rstrip() + "\n" if lines else ""
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """The registry at `path` (default: registry_path()); a missing file is an empty registry."""
+    path = Path(path) if path is not None else registry_path()
+    path = path.expanduser().absolute()
+    if not path.exists():
+        return Registry(path=path)
+    return parse_registry(path.read_text(), path)
+
+
+@contextmanager
+def update_registry(path: str | Path | None = None) -> Iterator[Registry]:
+    """Read, let the caller change, and atomically rewrite the registry, all under a file lock."""
+    path = Path(path) if path is not None else registry_path()
+    path = path.expanduser().absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        registry = load_registry(path)
+        yield registry
+        atomic_write_text(path, registry.to_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One PTM a query selected, and where its bytes are.
+
+    source "local": a snapshot in the local zoo (`local_path`); when the same bytes are published
+    too, hub/repo/revision/path say where, so that a lockfile of it works on other machines.
+    source "hub": only on a hub (`path` inside `repo` at commit `revision`).
+    source "external": built by torchvision / open_clip from `metadata` (its spec).
+    """
+
+    name: str
+    source: str
+    hub: str | None = None
+    repo: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    local_path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Resolved:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def on_hub(self) -> bool:
+        return self.hub is not None and self.repo is not None
+
+
+def _summary(seed: int, epoch: int, size: int, metrics: dict) -> dict[str, Any]:
+    return {"seed": seed, "epoch": epoch, "size": size, "metrics": dict(metrics)}
+
+
+def candidates(registry: Registry | None = None, zoo_root: Path | None = None,
+               sources: Sequence[str] = SOURCES) -> list[Candidate]:
+    """Every selectable row of `sources`: local zoo snapshots, registry entries, external PTMs.
+
+    A local snapshot that is also published with the same bytes is one row, carrying both."""
+    from ddz.zoo.store import ZooStore
+
+    registry = registry if registry is not None else load_registry()
+    rows: dict[str, Candidate] = {}
+    if "external" in sources:
+        for name, spec in registry.external_specs().items():
+            dataset, arch, _, tag = split_name(name)
+            rows[name] = Candidate(dataset, arch, None, tag, {}, Resolved(
+                name, "external", path=spec.weights_file, sha256=spec.sha256, metadata=spec.to_json()
+            ))
+    published: dict[str, Resolved] = {}
+    for name, entry in registry.entries.items():
+        published[name] = Resolved(name, "hub", registry.hub_url(entry.hub), entry.repo, entry.revision,
+                                   entry.path, entry.sha256, dict(entry.metadata))
+        if "hub" in sources:
+            dataset, arch, seed, snapshot = split_name(name)
+            metrics = dict(entry.metadata.get("metrics") or {})
+            rows[name] = Candidate(dataset, arch, seed, snapshot, metrics, published[name])
+    if "local" not in sources:
+        return list(rows.values())
+    for record in ZooStore(zoo_root).records("*", with_metadata=False):
+        name = str(record.name)
+        hub = published.get(name)
+        if hub is not None and hub.sha256 != record.sha256:
+            hub = None
+        rows[name] = Candidate(record.name.dataset, record.name.arch, record.name.seed,
+                               f"epoch{record.name.epoch}", dict(record.metrics), Resolved(
+            name, "local",
+            hub.hub if hub else None, hub.repo if hub else None, hub.revision if hub else None,
+            hub.path if hub else str(record.path), record.sha256,
+            _summary(record.name.seed, record.name.epoch, record.size, record.metrics),
+            local_path=str(record.path),
+        ))
+    return list(rows.values())
+
+
+def resolve(
+    query: str,
+    where: str | None = None,
+    offline: bool | None = None,
+    *,
+    hub: str | None = None,
+    revision: str | None = None,
+    registry: Registry | None = None,
+    sources: Sequence[str] = SOURCES,
+) -> list[Resolved]:
+    """The PTMs `query` selects (naturally sorted), from the local zoo, the registry and the
+    external sources. `@FILE` reads a lockfile instead.
+
+    `hub` re-targets published rows at another hub holding the same repos (e.g. an HTTP mirror
+    of a git folder hub); `revision` (a tag, branch or sha) re-pins them, taking paths and
+    sha256s from the manifest committed at that revision (this needs the hub unless offline
+    finds it cached). `sources` limits the rows to some of "local", "hub", "external".
+    QueryError when nothing matches, naming the axis that emptied the set.
+    """
+    if query.startswith("@"):
+        from ddz.zoo.lock import read_lock
+
+        rows = read_lock(query[1:])
+        if where:
+            raise QueryError("--where does not apply to a lockfile: it holds the rows it resolved")
+    else:
+        rows = [c.payload for c in select(query, candidates(registry, sources=sources), where)]
+    if hub is not None or revision is not None:
+        from ddz.zoo.hub import repin
+
+        rows = repin(rows, hub=hub, revision=revision, offline=is_offline(offline))
+    return rows
+
+
+def resolve_all(queries: Sequence[str], where: str | None = None, offline: bool | None = None,
+                **kwargs: Any) -> list[Resolved]:
+    """Rows for several queries, in order, each PTM once."""
+    seen: dict[tuple, Resolved] = {}
+    registry = kwargs.pop("registry", None) or load_registry()
+    for query in queries:
+        for row in resolve(query, where, offline, registry=registry, **kwargs):
+            seen.setdefault((row.name, row.sha256), row)
+    return list(seen.values())
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """An explicit choice, else HF_HUB_OFFLINE / DDZ_OFFLINE (read now, not at import)."""
+    if offline is not None:
+        return offline
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "DDZ_OFFLINE"))
+
+
+def load_ptms(
+    queries: Sequence[str],
+    device: str = "cpu",
+    where: str | None = None,
+    offline: bool | None = None,
+) -> list:
+    """Frozen PTMs for `queries` (each a query or `@lockfile`), every file verified by sha256.
+
+    Fetches what is not cached (unless offline: then a DDZError names exactly what is missing).
+    """
+    from ddz.zoo.external import load_external
+    from ddz.zoo.hub import materialize
+    from ddz.zoo.store import load_snapshot_file
+
+    offline = is_offline(offline)
+    rows = resolve_all(list(queries), where, offline)
+    files = materialize(rows, offline=offline)
+    ptms = []
+    for row in rows:
+        if row.source == "external":
+            ptm = load_external(row, device, offline=offline)
+        else:
+            ptm = load_snapshot_file(files[row.name], row.sha256, device)
+        ptms.append(ptm.freeze(device))
+    return ptms

@@ -1,0 +1,578 @@
+"""Zoo training: one (dataset, arch, seed) run by the PTM recipe, with epoch snapshots, a resumable
+checkpoint, and a `done` marker that makes re-submitting a grid safe.
+
+Seed n alone fixes the initial weights and the data order (ddz.seeding with seed n, not the
+global --seed), so `digits/convnet3/seed3` is the same model in every grid that contains it, and
+on CPU the same command gives bit-identical weights, whether or not it was killed and resumed.
+
+Files of one run, next to its snapshots (DDZ_HOME/zoo/<dataset>/<arch>/seed<n>/):
+    epoch<e>.safetensors                 the snapshots (see ddz.zoo.store)
+    checkpoint.json                      sidecar: epoch, optimiser scalars, history, sha256 of ...
+    checkpoint-epoch<e>.safetensors      ... the tensors: model, optimiser buffers, generator state
+    done.json                            written last: recipe hash, data fingerprint, snapshots
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock, Timeout
+
+from ddz.data.base import ImageDataset
+from ddz.errors import ConfigError, DataError, IntegrityError
+from ddz.io import atomic_write_json, ddz_home
+from ddz.progress import Task
+from ddz.seeding import derive_seed
+from ddz.training import accuracy, train_epoch
+from ddz.zoo.store import (
+    SnapshotName,
+    ZooStore,
+    dataset_slug,
+    load_tensors,
+    read_metadata,
+    utc_now,
+    write_tensors,
+)
+
+DEFAULT_SNAPSHOTS = (1, 4, 6, 10, 20, 35, 70, 120, 150)
+CHECKPOINT_FORMAT = "ddz.checkpoint/1"
+DONE_FORMAT = "ddz.done/1"
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """The PTM training recipe (paper defaults): SGD, no augmentation, step decay, snapshots."""
+
+    epochs: int = 150
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-3
+    milestones: tuple[int, ...] = (50, 100)
+    gamma: float = 0.1
+    snapshots: tuple[int, ...] = DEFAULT_SNAPSHOTS
+    # Keyword overrides for the net factory, e.g. (("width", 16),) for a narrow ConvNet.
+    net: tuple[tuple[str, Any], ...] = ()
+
+    def validate(self) -> TrainRecipe:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or not self.gamma > 0:
+            raise ConfigError("--lr and the decay factor must be > 0; --momentum and --weight-decay >= 0")
+        if not self.snapshots:
+            raise ConfigError("--snapshots is empty; give epochs like 1,4,6")
+        late = [e for e in self.snapshots if e > self.epochs]
+        if late:
+            raise ConfigError(
+                f"--snapshots {','.join(map(str, late))} come after the last epoch ({self.epochs}); "
+                f"drop them or raise --epochs to {max(late)}"
+            )
+        if min(self.snapshots) < 1:
+            raise ConfigError("--snapshots are epochs counted from 1; 0 is the untrained net")
+        if any(m < 1 for m in self.milestones):
+            raise ConfigError("--milestones are epochs counted from 1")
+        return self
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of `epoch` (counted from 1): x gamma after each milestone epoch."""
+        return self.lr * self.gamma ** sum(1 for m in self.milestones if epoch > m)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["milestones"] = list(self.milestones)
+        data["snapshots"] = list(self.snapshots)
+        data["net"] = dict(self.net)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainRecipe:
+        data = dict(data)
+        data["milestones"] = tuple(data["milestones"])
+        data["snapshots"] = tuple(data["snapshots"])
+        data["net"] = tuple(sorted(dict(data.get("net") or {}).items()))
+        return cls(**data)
+
+    def hash(self) -> str:
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_epochs(text: str, option: str) -> tuple[int, ...]:
+    """`"1,4,6"` -> (1, 4, 6): sorted, without duplicates; one-line ConfigError on bad text."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts and option != "--milestones":
+        raise ConfigError(f"{option} is empty; give comma-separated epochs like 1,4,6")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"bad {option} {text!r}; give comma-separated epochs like 1,4,6") from None
+    if any(v < 1 for v in values):
+        raise ConfigError(f"bad {option} {text!r}; epochs are counted from 1")
+    return tuple(sorted(set(values)))
+
+
+def default_snapshots(epochs: int) -> tuple[int, ...]:
+    """The paper's snapshot epochs that fit in `epochs`, plus the last epoch."""
+    return tuple(sorted({e for e in DEFAULT_SNAPSHOTS if e <= epochs} | {epochs}))
+
+
+def parse_net_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
+    """`["width=16"]` -> (("width", 16),); values are JSON when they parse as JSON, else strings."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --net-option {item!r}; use KEY=VALUE, e.g. width=16")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return tuple(sorted(options.items()))
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} was asked for but no CUDA device is visible; use --device cpu")
+    return device
+
+
+def check_data_reachable(dataset: str, data_root: str | Path) -> None:
+    """Fail early, in one line, when the data set cannot be where it is looked for."""
+    from ddz.data import check_dataset_name
+
+    check_dataset_name(dataset)
+    kind, sep, rest = dataset.partition(":")
+    if sep and kind in ("npz", "folder"):
+        if not Path(rest).exists():
+            raise DataError(f"{kind} data set {rest!r} does not exist; check the path after '{kind}:'")
+    elif dataset != "digits" and not Path(data_root).is_dir():
+        raise DataError(
+            f"data root {str(data_root)!r} is not a folder, so {dataset} cannot be read from it; "
+            "pass --data-root DIR (or set DDZ_DATA_ROOT)"
+        )
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One (dataset, arch, seed) run: everything a worker needs, JSON-serialisable."""
+
+    dataset: str
+    arch: str
+    seed: int
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    data_root: str = "data"
+    zoo_root: str | None = None
+    device: str = "auto"
+    data_fingerprint: str | None = None
+
+    @property
+    def slug(self) -> str:
+        return dataset_slug(self.dataset)
+
+    @property
+    def store(self) -> ZooStore:
+        return ZooStore(Path(self.zoo_root) if self.zoo_root else None)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.slug}/{self.arch}/seed{self.seed}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.arch}-seed{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.root / self.slug / self.arch / f"seed{self.seed}"
+
+    def snapshot_name(self, epoch: int) -> SnapshotName:
+        return SnapshotName(self.slug, self.arch, self.seed, epoch)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "recipe": self.recipe.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainJob:
+        return cls(**{**data, "recipe": TrainRecipe.from_json(data["recipe"])})
+
+
+@dataclass
+class RunResult:
+    """What one job did: trained, skipped (already done) or failed."""
+
+    arch: str
+    seed: int
+    name: str
+    status: str
+    epochs_run: int = 0
+    resumed_from: int = 0
+    seconds_train: float = 0.0
+    images_per_sec: float = 0.0
+    snapshots: dict[int, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    log_tail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- run state: done marker, checkpoint ----------------------------------------------------------
+
+
+def _mismatch(job: TrainJob, what: str, old: str, new: str) -> ConfigError:
+    return ConfigError(
+        f"{job.run_name} in {job.store.root} was trained with a different {what} ({old[:12]} there, "
+        f"{new[:12]} now); use another DDZ_HOME or delete {job.run_dir} to re-train it"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as error:
+        raise IntegrityError(f"{path} is not valid JSON ({error}); delete it to restart this seed") from None
+
+
+def run_state(job: TrainJob) -> str:
+    """'done', 'partial' or 'new'; ConfigError when what is there was made by another recipe or data."""
+    recipe_hash = job.recipe.hash()
+    for marker in ("done.json", "checkpoint.json"):
+        state = _read_json(job.run_dir / marker)
+        if state is None:
+            continue
+        if state.get("recipe_hash") != recipe_hash:
+            raise _mismatch(job, "recipe", str(state.get("recipe_hash")), recipe_hash)
+        if job.data_fingerprint and state.get("data_fingerprint") != job.data_fingerprint:
+            raise _mismatch(job, "data set", str(state.get("data_fingerprint")), job.data_fingerprint)
+        return "done" if marker == "done.json" else "partial"
+    snapshots = sorted(job.run_dir.glob("epoch*.safetensors")) if job.run_dir.is_dir() else []
+    for path in snapshots:
+        old = str(read_metadata(path).get("recipe_hash"))
+        if old != recipe_hash:
+            raise _mismatch(job, "recipe", old, recipe_hash)
+    return "partial" if snapshots else "new"
+
+
+def result_from_done(job: TrainJob, status: str = "trained") -> RunResult | None:
+    """The result recorded by a finished run (None when it has not finished)."""
+    done = _read_json(job.run_dir / "done.json")
+    if done is None or done.get("recipe_hash") != job.recipe.hash():
+        return None
+    return RunResult(
+        job.arch,
+        job.seed,
+        job.run_name,
+        status,
+        epochs_run=int(done.get("epochs_run", 0)),
+        resumed_from=int(done.get("resumed_from", 0)),
+        seconds_train=float(done.get("seconds_train", 0.0)),
+        images_per_sec=float(done.get("images_per_sec", 0.0)),
+        snapshots={int(e): s for e, s in done.get("snapshots", {}).items()},
+        metrics=dict(done.get("metrics", {})),
+    )
+
+
+def _optimizer_split(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimiser state as (tensors, JSON scalars), so that no pickle is needed."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_join(tensors: dict[str, torch.Tensor], saved: dict[str, Any], device: str) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value.to(device)
+    for name, value in saved["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def save_checkpoint(
+    job: TrainJob,
+    epoch: int,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    order: torch.Generator,
+    history: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> None:
+    """Tensors to a new file, then the sidecar that names it (atomic rename), then old files go.
+
+    A kill at any point leaves either the previous or the new checkpoint complete."""
+    tensors = {f"model.{k}": v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    optim_tensors, optim_json = _optimizer_split(optimizer)
+    tensors.update(optim_tensors)
+    tensors["rng.order"] = order.get_state().to("cpu").contiguous().clone()
+    file_name = f"checkpoint-epoch{epoch}.safetensors"
+    sha = write_tensors(job.run_dir / file_name, tensors, {"ddz.format": CHECKPOINT_FORMAT, "epoch": epoch})
+    atomic_write_json(
+        job.run_dir / "checkpoint.json",
+        {
+            "format": CHECKPOINT_FORMAT,
+            "name": job.run_name,
+            "epoch": epoch,
+            "tensors": file_name,
+            "sha256": sha,
+            "recipe_hash": job.recipe.hash(),
+            "recipe": job.recipe.to_json(),
+            "data_fingerprint": job.data_fingerprint,
+            "optimizer": optim_json,
+            "history": history,
+            **extra,
+            "updated": utc_now(),
+        },
+    )
+    for old in job.run_dir.glob("checkpoint-epoch*.safetensors"):
+        if old.name != file_name:
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(
+    job: TrainJob, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator, device: str
+) -> dict[str, Any] | None:
+    """Restore net, optimiser and generator from the run's checkpoint; its sidecar, or None."""
+    sidecar = _read_json(job.run_dir / "checkpoint.json")
+    if sidecar is None:
+        return None
+    if sidecar.get("format") != CHECKPOINT_FORMAT:
+        raise IntegrityError(
+            f"{job.run_dir / 'checkpoint.json'} has an unknown format; delete it to restart this seed"
+        )
+    path = job.run_dir / sidecar["tensors"]
+    try:
+        tensors, _, _ = load_tensors(path, sidecar["sha256"])
+    except IntegrityError as error:
+        raise IntegrityError(
+            f"the checkpoint of {job.run_name} is damaged ({str(error).split(';')[0]}); "
+            f"delete {job.run_dir / 'checkpoint.json'} to restart this seed from epoch 0"
+        ) from None
+    net.load_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
+    )
+    optimizer.load_state_dict(_optimizer_join(tensors, sidecar["optimizer"], device))
+    order.set_state(tensors["rng.order"])
+    return sidecar
+
+
+def _clean_partial_files(run_dir: Path) -> None:
+    """Temp files left by a kill during an atomic write (this run holds the run lock)."""
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def build_job_net(job: TrainJob, data: ImageDataset):
+    from ddz.nets import build_net
+
+    try:
+        return build_net(
+            job.arch,
+            data.channels,
+            data.num_classes,
+            data.image_size,
+            generator_seed=derive_seed(job.seed, "zoo", job.arch, "init"),
+            **dict(job.recipe.net),
+        )
+    except TypeError as error:
+        raise ConfigError(f"--net-option does not fit {job.arch}: {error}") from None
+
+
+def train_run(job: TrainJob, task: Task | None = None, data: ImageDataset | None = None) -> RunResult:
+    """Train one (arch, seed) by `job.recipe`, resuming from its checkpoint; skip it when done."""
+    from ddz import __version__
+    from ddz.data import load_dataset
+
+    device = resolve_device(job.device)
+    if data is None:
+        check_data_reachable(job.dataset, job.data_root)
+        data = load_dataset(job.dataset, job.data_root, device)
+    else:
+        data = data.to(device)
+    fingerprint = data.fingerprint()
+    if job.data_fingerprint and fingerprint != job.data_fingerprint:
+        raise DataError(
+            f"{job.dataset} under {job.data_root} differs from the data the grid was planned with "
+            f"(fingerprint {fingerprint[:12]} vs {job.data_fingerprint[:12]}); "
+            "make every node see the same files"
+        )
+    job = replace(job, data_fingerprint=fingerprint)
+    recipe = job.recipe.validate()
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FileLock(str(job.run_dir / ".run.lock"), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"{job.run_name} is being trained by another process right now; wait for it"
+        ) from None
+    try:
+        if run_state(job) == "done":
+            return result_from_done(job, "skipped")  # type: ignore[return-value]
+        _clean_partial_files(job.run_dir)
+        net = build_job_net(job, data).to(device)
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+        order = torch.Generator(device=device).manual_seed(derive_seed(job.seed, "zoo", job.arch, "order"))
+        sidecar = load_checkpoint(job, net, optimizer, order, device)
+        start = int(sidecar["epoch"]) if sidecar else 0
+        history: list[dict[str, Any]] = list(sidecar["history"]) if sidecar else []
+        snapshots: dict[int, str] = {int(e): s for e, s in (sidecar or {}).get("snapshots", {}).items()}
+        seconds = float((sidecar or {}).get("seconds_train", 0.0))
+        images = int((sidecar or {}).get("images_trained", 0))
+        if task is not None and start:
+            task.advance(start, epoch=start, loss=history[-1]["train_loss"] if history else float("nan"))
+        base_metadata = {
+            "data_source": job.dataset,
+            "classes": list(data.classes),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "recipe": recipe.to_json(),
+            "recipe_hash": recipe.hash(),
+            "data_fingerprint": fingerprint,
+            "ddz_version": __version__,
+            # Lineage, not recipe: CPU reductions split work by thread, so bit-identical re-runs
+            # need the same device and thread count.
+            "train_device": device,
+            "torch_threads": torch.get_num_threads(),
+        }
+        cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        for epoch in range(start + 1, recipe.epochs + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr_at(epoch)
+            # Anything in a net that draws from the global RNG (e.g. dropout) sees a stream fixed by
+            # (seed, epoch), so a resumed run draws exactly what an uninterrupted one would.
+            with torch.random.fork_rng(devices=cuda_devices):
+                torch.manual_seed(derive_seed(job.seed, "zoo", job.arch, "epoch", epoch))
+                began = time.perf_counter()
+                loss, acc = train_epoch(
+                    net, data.train_images, data.train_labels, optimizer, recipe.batch_size, order
+                )
+                seconds += time.perf_counter() - began
+            images += len(data.train_images)
+            metrics: dict[str, float] = {"train_loss": loss, "train_acc": acc}
+            if epoch in recipe.snapshots:
+                metrics["test_acc"] = accuracy(net, data.test_images, data.test_labels)
+                record = job.store.save(job.snapshot_name(epoch), net, {**base_metadata, "metrics": metrics})
+                snapshots[epoch] = record.sha256
+            history.append({"epoch": epoch, "lr": recipe.lr_at(epoch), **metrics})
+            save_checkpoint(
+                job,
+                epoch,
+                net,
+                optimizer,
+                order,
+                history,
+                {
+                    "snapshots": snapshots,
+                    "seconds_train": seconds,
+                    "images_trained": images,
+                    "resumed_from": start,
+                },
+            )
+            if task is not None:
+                task.advance(1, epoch=epoch, loss=loss, acc=metrics.get("test_acc", acc))
+        last = next((h for h in reversed(history) if "test_acc" in h), history[-1] if history else {})
+        result = RunResult(
+            job.arch,
+            job.seed,
+            job.run_name,
+            "trained",
+            epochs_run=recipe.epochs - start,
+            resumed_from=start,
+            seconds_train=seconds,
+            images_per_sec=images / seconds if seconds else 0.0,
+            snapshots=snapshots,
+            metrics={k: v for k, v in last.items() if k in ("train_loss", "train_acc", "test_acc")},
+        )
+        atomic_write_json(
+            job.run_dir / "done.json",
+            {
+                "format": DONE_FORMAT,
+                "name": job.run_name,
+                "recipe_hash": recipe.hash(),
+                "recipe": recipe.to_json(),
+                "data_fingerprint": fingerprint,
+                "snapshots": {str(e): s for e, s in sorted(snapshots.items())},
+                "metrics": result.metrics,
+                "epochs_run": result.epochs_run,
+                "resumed_from": start,
+                "seconds_train": seconds,
+                "images_per_sec": result.images_per_sec,
+                "history": history,
+                "device": device,
+                "finished": utc_now(),
+            },
+        )
+        (job.run_dir / "checkpoint.json").unlink(missing_ok=True)
+        for old in job.run_dir.glob("checkpoint-epoch*.safetensors"):
+            old.unlink(missing_ok=True)
+        return result
+    finally:
+        lock.release()
+
+
+def plan_grid(
+    dataset: str,
+    archs: list[str],
+    seeds: list[int],
+    recipe: TrainRecipe,
+    data: ImageDataset,
+    data_root: str | Path = "data",
+    zoo_root: Path | None = None,
+    device: str = "auto",
+) -> list[tuple[TrainJob, str]]:
+    """Every (arch, seed) job with its state ('new', 'partial', 'done'), checked before anything
+    runs: unknown archs, nets that do not fit the data, and recipe clashes fail here, in one line."""
+    from ddz.nets import check_arch
+
+    recipe.validate()
+    for arch in archs:
+        check_arch(arch)
+    if not seeds or min(seeds) < 0:
+        raise ConfigError("--seeds must be at least 1 and --seed-start at least 0")
+    zoo_root = Path(zoo_root) if zoo_root is not None else ddz_home() / "zoo"
+    fingerprint = data.fingerprint()
+    jobs = []
+    for arch in dict.fromkeys(archs):
+        probe = TrainJob(dataset, arch, seeds[0], recipe)
+        with torch.device("meta"):
+            build_job_net(probe, data)
+        for seed in seeds:
+            job = TrainJob(
+                dataset,
+                arch,
+                seed,
+                recipe,
+                str(Path(data_root).resolve()),
+                str(zoo_root.resolve()),
+                device,
+                fingerprint,
+            )
+            jobs.append((job, run_state(job)))
+    return jobs

@@ -1,0 +1,69 @@
+"""The installed `ddz` console script: one-line user errors with exit 2, and the eval JSON contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+CONTRACT_KEYS = {
+    "dataset",
+    "method",
+    "ipc",
+    "ptm_query",
+    "ptms",
+    "guidance",
+    "alpha",
+    "iterations",
+    "seconds_distill",
+    "iters_per_sec",
+    "seed",
+    "eval",
+}
+EVAL = ["eval", "--dataset", "digits", "--random-real", "--ipc", "2", "--models", "1"]
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip()
+    assert "Traceback" not in result.stderr and "\n" not in message, result.stderr
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["eval", "--dataset", "cifar11", "--random-real"], ["unknown data set 'cifar11'", "cifar10"]),
+        ([*EVAL, "--arch", "resnet19"], ["unknown arch 'resnet19'", "resnet18"]),
+        (["--device", "tpu", *EVAL], ["unknown --device 'tpu'", "auto, cpu, cuda"]),
+        (["eval", "--dataset", "svhn", "--random-real"], ["svhn/", "train_32x32.mat", "ufldl"]),
+        ([*EVAL[:5], "999"], ["--ipc 999 is out of range for digits"]),
+    ],
+    ids=["dataset", "arch", "device", "missing-files", "ipc"],
+)
+def test_user_errors_are_one_line_exit_2(run_ddz, args: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(run_ddz(*args), *fragments)
+
+
+def test_eval_json_contract_and_seed(run_ddz, tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (first, second):
+        result = run_ddz("--seed", "3", *EVAL, "--epochs", "5", "--json", str(path))
+        assert result.returncode == 0, result.stderr
+    report = json.loads(first.read_text())
+    assert set(report) >= CONTRACT_KEYS
+    assert (report["dataset"], report["method"], report["ipc"], report["seed"]) == (
+        "digits",
+        "random-real",
+        2,
+        3,
+    )
+    assert report["ptm_query"] == [] and report["ptms"] == []
+    convnet = report["eval"]["convnet3"]
+    assert {"accs", "mean", "std", "epochs", "models"} <= set(convnet)
+    assert (convnet["epochs"], convnet["models"], len(convnet["accs"])) == (5, 1, 1)
+    assert 0.0 <= convnet["accs"][0] <= 1.0 and convnet["mean"] == convnet["accs"][0]
+    assert json.loads(second.read_text())["eval"]["convnet3"]["accs"] == convnet["accs"]
+    assert "convnet3" in result.stdout  # the results table

@@ -1,0 +1,270 @@
+"""The hub against a real olah server: push by git into the folder it serves, pull through the real
+huggingface_hub client (HF_ENDPOINT, private HF_HOME) into an empty DDZ_HOME, pinned revisions,
+tampered blobs, offline behaviour, and the `ddz zoo push | lock | pull` commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from olah_server import Olah, make_zoo, running_olah
+
+from ddz.errors import ConfigError, DDZError, IntegrityError
+from ddz.io import sha256_bytes, sha256_file
+from ddz.zoo.hub import GitSession, choose_tag, parse_hub, pull, push, repo_name
+from ddz.zoo.lock import write_lock
+from ddz.zoo.registry import load_ptms, load_registry, resolve, update_registry
+
+
+@pytest.fixture(scope="session")
+def olah(tmp_path_factory) -> Olah:
+    with running_olah(tmp_path_factory.mktemp("olah")) as server:
+        yield server
+
+
+@pytest.fixture
+def org(olah) -> str:
+    """A fresh org (a hub folder served by olah) per test."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Private DDZ_HOME, registry and HF_HOME; `env.home(name)` switches to another, empty DDZ_HOME."""
+
+    class Env:
+        def home(self, name: str) -> Path:
+            path = tmp_path / name
+            monkeypatch.setenv("DDZ_HOME", str(path))
+            monkeypatch.setenv("HF_HOME", str(tmp_path / f"hf-{name}"))
+            return path
+
+        def hf_cache(self, name: str) -> Path:
+            return tmp_path / f"hf-{name}" / "hub"
+
+    monkeypatch.setenv("DDZ_REGISTRY", str(tmp_path / "registry.yaml"))
+    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "DDZ_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    return Env()
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", f"--git-dir={folder}", *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def front_matter(readme: str) -> dict:
+    _, front, _ = readme.split("---", 2)
+    return yaml.safe_load(front)
+
+
+def test_push_publishes_a_repo_per_dataset_arch_with_card_manifest_and_tag(olah, org, env):
+    home = env.home("a")
+    files = make_zoo(home / "zoo", archs=("convnet3", "convnet4"), seeds=(0, 1), epochs=(1, 4))
+    folder = olah.org_folder(org)
+    result = push("digits/*", str(folder), tag="v1")
+
+    assert [r.repo for r in result.repos] == [f"{org}/digits-convnet3", f"{org}/digits-convnet4"]
+    for pushed in result.repos:
+        repo = folder / pushed.repo.split("/")[1]
+        assert git(repo, "rev-parse", "--is-bare-repository") == "true"
+        assert git(repo, "rev-parse", "v1") == pushed.revision == git(repo, "rev-parse", "main")
+        assert set(git(repo, "ls-tree", "-r", "--name-only", "v1").split()) == {
+            "README.md", "manifest.json", "seed0/epoch1.safetensors", "seed0/epoch4.safetensors",
+            "seed1/epoch1.safetensors", "seed1/epoch4.safetensors",
+        }
+        arch = pushed.repo.split("-")[-1]
+        local = json.loads((home / "zoo" / "digits" / arch / "manifest.json").read_text())
+        assert json.loads(git(repo, "show", "v1:manifest.json")) == local
+        card = git(repo, "show", "v1:README.md")
+        meta = front_matter(card)
+        assert meta["datasets"] == ["digits"] and meta["archs"] == [arch]
+        assert meta["seeds"] == [0, 1] and meta["snapshots"] == ["epoch1", "epoch4"]
+        assert "| seed1@epoch4 | 0.5410 | 0.4000 | 0.2000 |" in card
+
+    registry = load_registry()
+    assert registry.hubs == {org: str(folder)}
+    assert len(registry.entries) == 8
+    for name, entry in registry.entries.items():
+        assert entry.sha256 == sha256_file(files[name])
+        assert entry.revision in {r.revision for r in result.repos}
+        assert entry.hub == org and entry.metadata["metrics"]["test_acc"] > 0.5
+    # the same content again: no new commit, the tag on it is reused
+    again = push("digits/convnet3/*", str(folder), tag="v1")
+    assert again.repos[0].revision == result.repos[0].revision
+
+
+def test_pull_through_hf_endpoint_into_an_empty_home(olah, org, env, monkeypatch):
+    files = make_zoo(env.home("a") / "zoo")
+    originals = {name: path.read_bytes() for name, path in files.items()}
+    push("digits/*", str(olah.org_folder(org)))
+
+    home_b = env.home("b")
+    monkeypatch.setenv("HF_ENDPOINT", olah.url)
+    pairs = pull("digits/*", hub=f"hf://{org}")
+    assert sorted(row.name for row, _ in pairs) == sorted(originals)
+    for row, path in pairs:
+        assert path.is_relative_to(env.hf_cache("b")) and path.read_bytes() == originals[row.name]
+        assert row.hub == f"hf://{org}" and row.source == "hub"  # published, not in B's zoo
+    assert not (home_b / "zoo").exists() and not (home_b / "cache" / "git").exists()
+
+    # offline now: the pulled files load from the HF cache, verified
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ptms = load_ptms(["digits/*@epoch4"], "cpu")
+    assert [p.sha256 for p in ptms] == [sha256_bytes(originals[p.name]) for p in ptms]
+
+    # a registry whose git folder is not on this machine falls back to HF_ENDPOINT
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with update_registry() as registry:
+        registry.hubs[org] = str(Path(env.home("c")).parent / "elsewhere" / org)
+    assert len(pull("digits/*@epoch1")) == 2
+    monkeypatch.delenv("HF_ENDPOINT")
+    env.home("d")
+    with pytest.raises(DDZError, match="does not exist here; pass --hub URL"):
+        pull("digits/*@epoch1")
+
+
+def test_offline_names_exactly_the_missing_entries(olah, org, env, monkeypatch):
+    make_zoo(env.home("a") / "zoo")
+    push("digits/*", str(olah.org_folder(org)))
+    with update_registry() as registry:  # this registry knows the hub only by its HTTP address
+        registry.hubs[org] = olah.url
+    env.home("b")
+    pull("digits/convnet3/seed0@epoch4")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert len(load_ptms(["digits/convnet3/seed0@epoch4"], "cpu")) == 1
+    with pytest.raises(DDZError) as info:
+        load_ptms(["digits/*@epoch4", "digits/convnet3/seed1@epoch1"], "cpu")
+    message = str(info.value)
+    assert "offline (HF_HUB_OFFLINE=1) and 2 PTM file(s) are not in the cache" in message
+    assert "digits/convnet3/seed1@epoch4" in message and "digits/convnet3/seed1@epoch1" in message
+    assert "seed0@epoch4" not in message and "\n" not in message
+    assert len(resolve("digits/*")) == 4  # resolving needs no files
+
+
+def test_a_pinned_older_revision_pulls_the_older_bytes(olah, org, env, monkeypatch, tmp_path):
+    home = env.home("a")
+    first = {n: p.read_bytes() for n, p in make_zoo(home / "zoo").items()}
+    folder = olah.org_folder(org)
+    push("digits/*", str(folder), tag="first")
+    lock = write_lock(tmp_path / "first.lock", resolve("digits/*@epoch4"), ["digits/*@epoch4"])
+    second = {n: p.read_bytes() for n, p in make_zoo(home / "zoo", salt=1).items()}
+    assert all(first[n] != second[n] for n in first)
+    push("digits/*", str(folder), tag="second")
+    with pytest.raises(ConfigError, match="tag 'first' already names commit"):
+        make_zoo(home / "zoo", salt=2, seeds=(0,), epochs=(1,))
+        push("digits/*", str(folder), tag="first")
+
+    env.home("b")
+    monkeypatch.setenv("HF_ENDPOINT", olah.url)
+    old = pull("digits/*", hub=olah.url, revision="first")
+    assert {row.name: path.read_bytes() for row, path in old} == first
+    assert {row.revision for row, _ in old} == {git(folder / "digits-convnet3", "rev-parse", "first")}
+    new = pull("digits/*@epoch4", hub=olah.url)
+    assert all(path.read_bytes() == second[row.name] for row, path in new)
+    # the lockfile made after the first push still loads the first bytes, offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ptms = load_ptms([f"@{lock}"], "cpu")
+    assert [p.sha256 for p in ptms] == [sha256_bytes(first[p.name]) for p in ptms]
+
+
+def test_a_tampered_blob_is_refused_and_removed_from_the_cache(olah, org, env, monkeypatch):
+    files = make_zoo(env.home("a") / "zoo", seeds=(0,), epochs=(4,))
+    name = "digits/convnet3/seed0@epoch4"
+    good = files[name].read_bytes()
+    folder = olah.org_folder(org)
+    commit = push("digits/*", str(folder)).repos[0].revision
+    # someone rewrites the file on the hub: a new commit whose bytes differ from the record
+    session = GitSession(parse_hub(str(folder)), repo_name("digits", "convnet3"))
+    session.open()
+    bad_commit = session.commit({"seed0/epoch4.safetensors": good[:-8] + b"tampered"}, "tamper", commit)
+    with update_registry() as registry:
+        registry.entries[name].revision = bad_commit
+
+    env.home("b")
+    monkeypatch.setenv("HF_ENDPOINT", olah.url)
+    with pytest.raises(IntegrityError, match="refused and removed from the cache"):
+        pull(name, hub=olah.url)
+    repo_cache = env.hf_cache("b") / f"models--{org}--digits-convnet3"
+    assert not (repo_cache / "snapshots" / bad_commit / "seed0" / "epoch4.safetensors").exists()
+    assert not any(p.is_file() and p.stat().st_size == len(good) for p in (repo_cache / "blobs").iterdir())
+    with pytest.raises(IntegrityError, match="refused"):  # the git route refuses it too
+        pull(name)
+    assert not list((env.home("b") / "cache").rglob("*.safetensors"))
+
+    # a cached file corrupted after a good pull is detected, removed and fetched again
+    with update_registry() as registry:
+        registry.entries[name].revision = commit
+    (_, cached), = pull(name, hub=olah.url)
+    cached.resolve().write_bytes(b"rot" + good[3:])
+    with update_registry() as registry:
+        registry.hubs[org] = olah.url
+    assert load_ptms([name], "cpu")[0].sha256 == sha256_bytes(good)
+    assert cached.read_bytes() == good
+
+
+def test_push_to_a_read_only_hub_fails_clearly(olah, org, env, monkeypatch):
+    make_zoo(env.home("a") / "zoo", seeds=(0,), epochs=(1,))
+    with pytest.raises(ConfigError, match="read-only here: push to the git folder it serves"):
+        push("digits/*", olah.url)
+    monkeypatch.setenv("HF_ENDPOINT", olah.url)  # olah accepts no uploads: the HF commit API path says so
+    with pytest.raises(DDZError, match=f"pushing to hf://{org} failed"):
+        push("digits/*", f"hf://{org}")
+    assert load_registry().entries == {}
+
+
+def test_tags_and_hub_urls():
+    tags = {"v2025-01-02": "a" * 40, "v2025-01-02.2": "b" * 40}
+    assert choose_tag(tags, None, "c" * 40, "2025-01-02") == "v2025-01-02.3"
+    assert choose_tag(tags, None, "b" * 40, "2025-01-02") == "v2025-01-02.2"
+    assert choose_tag(tags, "rc1", "c" * 40, "2025-01-02") == "rc1"
+    for bad in ("-x", "a b", "x..y", "x.lock"):
+        with pytest.raises(ConfigError, match="bad tag"):
+            choose_tag({}, bad, "c" * 40, "2025-01-02")
+    assert parse_hub("hf://lab").repo_id("ddz/digits-convnet3") == "lab/digits-convnet3"
+    assert parse_hub("file:///srv/models/lab").url == "/srv/models/lab"
+    assert parse_hub("http://127.0.0.1:8090/").url == "http://127.0.0.1:8090"
+    for bad in ("s3://bucket", "hf://", "http://host/org", ""):
+        with pytest.raises(ConfigError):
+            parse_hub(bad)
+    assert repo_name("fashion-mnist", "convnet3") == "fashion-mnist-convnet3"
+    assert repo_name("a+b", "vgg11") == "a_b-vgg11"
+
+
+def test_cli_push_lock_pull(olah, org, run_ddz, tmp_path, monkeypatch, capsys):
+    from ddz.cli.main import main
+
+    home = tmp_path / "ddz-home"  # run_ddz's DDZ_HOME
+    make_zoo(home / "zoo")
+    env = {"DDZ_REGISTRY": str(tmp_path / "registry.yaml"), "HF_HOME": str(tmp_path / "hf")}
+    folder = olah.org_folder(org)
+    # the installed console script, once; then the same app in-process (each process costs seconds)
+    done = run_ddz("zoo", "push", "digits/*", "--hub", str(folder), "--tag", "cli", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["repos"][0]["tag"] == "cli"
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DDZ_HOME", str(home))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    assert main(["zoo", "lock", "digits/*@best", "-o", "ptms.lock"]) == 0
+    rows = json.loads((tmp_path / "ptms.lock").read_text())["ptms"]
+    assert [r["name"] for r in rows] == ["digits/convnet3/seed0@epoch4", "digits/convnet3/seed1@epoch4"]
+    assert all(r["revision"] == git(folder / "digits-convnet3", "rev-parse", "cli") for r in rows)
+
+    capsys.readouterr()
+    assert main(["zoo", "pull", "@ptms.lock", "--hub", olah.url, "--json"]) == 0
+    pulled = json.loads(capsys.readouterr().out)["ptms"]
+    assert [Path(p["file"]).read_bytes() for p in pulled] == [
+        Path(r["local_path"]).read_bytes() for r in rows
+    ]
+    assert all(Path(p["file"]).is_relative_to(tmp_path / "hf") for p in pulled)
+
+    assert main(["zoo", "pull", "digits/convnet9"]) == 2
+    err = capsys.readouterr().err
+    assert "no arch matches 'convnet9'" in err and "Traceback" not in err

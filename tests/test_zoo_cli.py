@@ -1,0 +1,125 @@
+"""`ddz zoo train/list/show` on the command line: one-line errors with exit 2, list and show."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ddz.cli.main import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDZ_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    threads = torch.get_num_threads()
+    yield tmp_path / "home"
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--dataset", "digits", "--arch", "convnet33"], "unknown arch 'convnet33'"),
+        (["--dataset", "digits", "--arch", "convnet3", "--snapshots", "1,x"], "bad --snapshots '1,x'"),
+        (
+            ["--dataset", "digits", "--arch", "convnet3", "--epochs", "5", "--snapshots", "1,6"],
+            "--snapshots 6 come after the last epoch (5)",
+        ),
+        (["--dataset", "cifar10", "--arch", "convnet3"], "data root"),
+        (["--dataset", "npz:/nonexistent/pathmnist.npz", "--arch", "convnet3"], "does not exist"),
+        (["--dataset", "digits", "--arch", "convnet3", "--launcher", "ray"], "unknown --launcher 'ray'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, home, tmp_path, args, expected):
+    code, _, err = run(capsys, "--data-root", str(tmp_path / "no-such-root"), "zoo", "train", *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2
+    assert len(lines) == 1 and expected in lines[0], err
+    assert not (home / "zoo").exists()
+
+
+def test_train_list_show_and_a_tampered_snapshot(capsys, home, tmp_path):
+    code, _, err = run(
+        capsys,
+        "--device",
+        "cpu",
+        "zoo",
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "convnet3",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--snapshots",
+        "1,2",
+        "--net-option",
+        "width=8",
+        "--launcher",
+        "inline",
+        "--threads",
+        "1",
+        "--json",
+        str(tmp_path / "grid.json"),
+    )
+    assert code == 0, err
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert [r["status"] for r in grid["results"]] == ["trained", "trained"]
+    assert grid["recipe"]["weight_decay"] == 5e-3 and grid["recipe"]["milestones"] == [50, 100]
+
+    code, out, _ = run(capsys, "zoo", "list", "digits/*@epoch2", "--json")
+    listed = json.loads(out)
+    assert code == 0 and [r["name"] for r in listed] == [
+        "digits/convnet3/seed0@epoch2",
+        "digits/convnet3/seed1@epoch2",
+    ]
+    assert all(0 <= r["metrics"]["test_acc"] <= 1 and r["size"] > 0 for r in listed)
+
+    code, out, _ = run(capsys, "zoo", "list")
+    assert code == 0 and "digits/convnet3/seed1@epoch1" in out and listed[0]["sha256"][:12] in out
+
+    code, out, _ = run(capsys, "zoo", "show", "digits/convnet3/seed1@epoch2", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["verified"] is True
+    assert shown["metadata"]["recipe"]["net"] == {"width": 8} and shown["metadata"]["seed"] == 1
+
+    # Re-submitting the grid skips both seeds.
+    code, out, _ = run(
+        capsys,
+        "--device",
+        "cpu",
+        "zoo",
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "convnet3",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--snapshots",
+        "1,2",
+        "--net-option",
+        "width=8",
+    )
+    assert code == 0 and out.count("skipped") == 2
+
+    path = home / "zoo" / "digits" / "convnet3" / "seed1" / "epoch2.safetensors"
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    code, _, err = run(capsys, "zoo", "show", "digits/convnet3/seed1@epoch2")
+    assert code == 2 and "fails its integrity check" in err and len(err.strip().splitlines()) == 1
+
+    code, _, err = run(capsys, "zoo", "show", "digits/convnet3/seed7@epoch2")
+    assert code == 2 and "no snapshot digits/convnet3/seed7@epoch2" in err
