@@ -67,3 +67,9 @@ def test_eval_json_contract_and_seed(run_ddz, tmp_path: Path) -> None:
     assert 0.0 <= convnet["accs"][0] <= 1.0 and convnet["mean"] == convnet["accs"][0]
     assert json.loads(second.read_text())["eval"]["convnet3"]["accs"] == convnet["accs"]
     assert "convnet3" in result.stdout  # the results table
+
+
+def test_usage_errors_exit_2_without_traceback(run_ddz) -> None:
+    result = run_ddz("eval", "--bogus")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "--bogus" in result.stderr

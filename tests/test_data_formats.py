@@ -415,6 +415,11 @@ def test_folder_errors(tmp_path: Path) -> None:
         load_dataset(f"folder:{tmp_path / 'only'}")
 
 
+def test_resolution_must_be_positive() -> None:
+    with pytest.raises(DataError, match="resolution must be a positive number of pixels, not 0"):
+        load_dataset("digits", resolution=0)
+
+
 def test_unknown_name_lists_the_valid_ones() -> None:
     with pytest.raises(DataError) as error:
         load_dataset("cifar-10")

@@ -119,7 +119,8 @@ def test_matching_loss_equals_the_per_class_reference_loop():
     reference = torch.zeros(())
     for c in range(k):
         gr = torch.autograd.grad(F.cross_entropy(net(real[c]), torch.full((n,), c)), params)
-        gs = torch.autograd.grad(F.cross_entropy(net(syn[c]), torch.full((ipc,), c)), params, create_graph=True)
+        syn_loss = F.cross_entropy(net(syn[c]), torch.full((ipc,), c))
+        gs = torch.autograd.grad(syn_loss, params, create_graph=True)
         reference = reference + _reference_distance(gs, [g.detach() for g in gr])
     assert float(ours.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
     (g_ours,) = torch.autograd.grad(ours, syn, retain_graph=True)

@@ -31,7 +31,8 @@ def make_synset(ipc=2, classes=3, channels=1, size=4) -> SynSet:
         labels=torch.arange(classes).repeat_interleave(ipc),
         dataset="npz:/data/x.npz", method="dm", ipc=ipc, seed=3, config={"method": "dm"},
         classes=[str(c) for c in range(classes)], mean=(0.5,) * channels, std=(0.25,) * channels,
-        ptm_query=["digits/convnet3/*@last"], ptms=[{"name": "digits/convnet3/seed0@last", "sha256": "ab" * 32}],
+        ptm_query=["digits/convnet3/*@last"],
+        ptms=[{"name": "digits/convnet3/seed0@last", "sha256": "ab" * 32}],
         guidance="clom", alpha=10.0, iterations=7, seconds_distill=1.5,
     )
 
@@ -64,7 +65,8 @@ def test_missing_synset_is_one_line(tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    ck = Checkpoint(torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2), 12, 3.5, {"seed": 1, "config": {"a": [1]}})
+    run = {"seed": 1, "config": {"a": [1]}}
+    ck = Checkpoint(torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2), 12, 3.5, run)
     save_checkpoint(tmp_path / "c.safetensors", ck)
     back = load_checkpoint(tmp_path / "c.safetensors")
     assert torch.equal(back.images, ck.images) and torch.equal(back.momentum, ck.momentum)

@@ -84,7 +84,8 @@ def test_train_list_show_and_a_tampered_snapshot(capsys, home, tmp_path):
         "digits/convnet3/seed0@epoch2",
         "digits/convnet3/seed1@epoch2",
     ]
-    assert all(0 <= r["metrics"]["test_acc"] <= 1 and r["size"] > 0 for r in listed)
+    assert all(r["source"] == "local" for r in listed)
+    assert all(0 <= r["metadata"]["metrics"]["test_acc"] <= 1 and r["metadata"]["size"] > 0 for r in listed)
 
     code, out, _ = run(capsys, "zoo", "list")
     assert code == 0 and "digits/convnet3/seed1@epoch1" in out and listed[0]["sha256"][:12] in out

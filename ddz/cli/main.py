@@ -6,7 +6,6 @@ import importlib
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from ddz import __version__
@@ -22,7 +21,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` (or on a sub-app it adds) when imported.
-COMMAND_MODULES = ("ddz.cli.eval", "ddz.cli.zoo", "ddz.cli.zoo_hub", "ddz.cli.distill")
+COMMAND_MODULES = ("ddz.cli.eval", "ddz.cli.zoo", "ddz.cli.zoo_hub", "ddz.cli.distill", "ddz.cli.demo")
 
 
 @app.callback()
@@ -48,21 +47,17 @@ for _module in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; usage errors are Typer's (exit 2), DDZErrors print one line (exit 2)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
+    except SystemExit as done:
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except DDZError as error:
         if settings.debug:
             console.print_exception()
         console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.ClickException as error:
-        error.show()
-        return 2
-    except click.exceptions.Abort:
-        console.print("aborted")
-        return 130
     except KeyboardInterrupt:
         return 130
     return 0

@@ -198,28 +198,38 @@ def _size(size: int) -> str:
 
 @zoo_app.command("list")
 def list_command(
-    query: str = typer.Argument("*", help="fnmatch glob over names, e.g. 'digits/*@epoch4'."),
+    query: str = typer.Argument(
+        "*", help="A zoo query, e.g. 'digits/*@epoch4', 'digits/convnet3/seed{0..2}@best'."
+    ),
+    where: str | None = typer.Option(None, "--where", help="Metric filter, e.g. 'test_acc>0.5'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List the local zoo's snapshots."""
-    from ddz.zoo.store import ZooStore
+    """List the PTMs a query selects: local snapshots, hub entries and external models."""
+    from ddz.zoo.registry import resolve
 
-    store = ZooStore()
-    records = store.records(query, with_metadata=False)
+    try:
+        rows = resolve(query, where)
+    except QueryError:
+        if query != "*" or where:
+            raise
+        rows = []  # an empty zoo lists as empty
     if as_json:
-        print_json([r.to_json() for r in records])
+        print_json([row.to_json() for row in rows])
         return
-    table = Table(title=f"zoo {store.root} ({len(records)} snapshots)")
+    table = Table(title=f"{query} ({len(rows)} PTMs)")
     table.add_column("name", no_wrap=True)
-    for column in ("size", "train_loss", "test_acc", "sha256"):
+    for column in ("source", "size", "train_loss", "test_acc", "sha256"):
         table.add_column(column)
-    for r in records:
+    for row in rows:
+        metrics = row.metadata.get("metrics", {}) or {}
+        size = row.metadata.get("size")
         table.add_row(
-            str(r.name),
-            _size(r.size),
-            _fmt(r.metrics.get("train_loss")),
-            _fmt(r.metrics.get("test_acc")),
-            r.sha256[:12],
+            row.name,
+            row.source,
+            _size(size) if isinstance(size, int) else "-",
+            _fmt(metrics.get("train_loss")),
+            _fmt(metrics.get("test_acc")),
+            (row.sha256 or "-")[:12],
         )
     out.print(table)
 

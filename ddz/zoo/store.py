@@ -243,7 +243,6 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata=encode_metadata(metadata))
         _canonical_header(tmp)
-        tmp.chmod(0o644)  # temp files are created 0600; a zoo is meant to be shared
         digest.append(sha256_file(tmp))
 
     atomic_write(path, write)

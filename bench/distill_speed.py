@@ -1,0 +1,316 @@
+"""Time one iteration of ddz's DM and DSA against a plain per-class loop written the way the
+reference DatasetCondensation code does it, on the same shapes, in the same process.
+
+Shapes: ConvNet-3 width 128, 32x32x3 images, 10 classes, IPC 10, batch_real 256, random data in
+memory (300 images per class). Before timing, each method's loss is computed both ways on the
+same inputs (same real images, same net, same DSA parameters) and must agree to 1e-5 relative.
+
+    .venv/bin/python bench/distill_speed.py                  # DM and DSA, full iterations
+    .venv/bin/python bench/distill_speed.py --outer-steps 2  # DSA: first 2 outer steps only
+    .venv/bin/python bench/distill_speed.py --compile --json speed.json
+
+A DSA iteration at IPC 10 is 10 outer steps with 50 inner training epochs between them, so a
+full DSA timing takes minutes on a CPU. Ratios are reference time / ddz time (> 1: ddz faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from ddz.data.augment import DSAConfig, DSAParams
+from ddz.data.base import ImageDataset
+from ddz.distill.methods import DistillConfig, IterationRNG, build_method
+from ddz.distill.methods.base import new_state
+from ddz.distill.methods.dc import matching_loss
+from ddz.distill.methods.dm import dm_loss
+from ddz.nets import build_net
+
+K, IPC, SIZE, CHANNELS, PER_CLASS, BATCH_REAL, WIDTH = 10, 10, 32, 3, 300, 256, 128
+
+
+def random_dataset(device: str) -> ImageDataset:
+    gen = torch.Generator().manual_seed(0)
+    train = torch.randn(K * PER_CLASS, CHANNELS, SIZE, SIZE, generator=gen)
+    labels = torch.arange(K).repeat_interleave(PER_CLASS)
+    test = torch.randn(2 * K, CHANNELS, SIZE, SIZE, generator=gen)
+    return ImageDataset(
+        "random", train.to(device), labels.to(device), test.to(device), torch.arange(K).repeat(2).to(device),
+        [str(c) for c in range(K)], (0.0,) * CHANNELS, (1.0,) * CHANNELS,
+    )
+
+
+def one_group(params: DSAParams, c: int) -> DSAParams:
+    return DSAParams(params.tokens[c : c + 1], params.uniforms[c : c + 1])
+
+
+# --- the reference-style loops -------------------------------------------------------------------
+
+
+class ReferenceStyle:
+    """Per class: host-side index permutation, its own DSA call, its own forward(s)."""
+
+    def __init__(self, data: ImageDataset, seed: int):
+        self.data = data
+        self.rng = np.random.default_rng(seed)
+        self.indices_class = [idx.cpu().numpy() for idx in data.class_indices()]
+
+    def get_images(self, c: int, n: int) -> torch.Tensor:
+        idx_shuffle = self.rng.permutation(self.indices_class[c])[:n]
+        return self.data.train_images[torch.from_numpy(idx_shuffle).to(self.data.device)]
+
+    def dm_iteration(self, state, rng: IterationRNG, dsa_config: DSAConfig) -> torch.Tensor:
+        net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=rng.net_seed(), width=WIDTH)
+        net = net.to(self.data.device)
+        net.train()
+        for p in net.parameters():
+            p.requires_grad = False
+        dsa = rng.dsa(dsa_config)
+        loss = torch.tensor(0.0, device=self.data.device)
+        for c in range(K):
+            img_real = self.get_images(c, BATCH_REAL)
+            img_syn = state.images[c * IPC : (c + 1) * IPC]
+            params = dsa.siamese(1)
+            img_real = dsa(img_real[None], params)[0]
+            img_syn = dsa(img_syn[None], params)[0]
+            output_real = net.embed(img_real).detach()
+            output_syn = net.embed(img_syn)
+            loss += torch.sum((output_real.mean(0) - output_syn.mean(0)) ** 2)
+        state.optimizer.zero_grad()
+        loss.backward()
+        state.optimizer.step()
+        return loss.detach()
+
+    def dsa_iteration(self, state, rng: IterationRNG, config: DistillConfig, outer_steps: int):
+        net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=rng.net_seed(), width=WIDTH)
+        net = net.to(self.data.device)
+        net.train()
+        net_parameters = list(net.parameters())
+        optimizer_net = torch.optim.SGD(net.parameters(), lr=config.lr_net)
+        dsa = rng.dsa(config.dsa)
+        loss_avg = 0.0
+        for ol in range(outer_steps):
+            loss = torch.tensor(0.0, device=self.data.device)
+            for c in range(K):
+                img_real = self.get_images(c, BATCH_REAL)
+                lab_real = torch.ones((img_real.shape[0],), device=img_real.device, dtype=torch.long) * c
+                img_syn = state.images[c * IPC : (c + 1) * IPC]
+                lab_syn = torch.ones((IPC,), device=img_real.device, dtype=torch.long) * c
+                params = dsa.siamese(1)
+                img_real = dsa(img_real[None], params)[0]
+                img_syn = dsa(img_syn[None], params)[0]
+                gw_real = torch.autograd.grad(F.cross_entropy(net(img_real), lab_real), net_parameters)
+                gw_real = [g.detach().clone() for g in gw_real]
+                gw_syn = torch.autograd.grad(
+                    F.cross_entropy(net(img_syn), lab_syn), net_parameters, create_graph=True
+                )
+                loss += reference_match_loss(gw_syn, gw_real)
+            state.optimizer.zero_grad()
+            loss.backward()
+            state.optimizer.step()
+            loss_avg += loss.item()
+            if ol == outer_steps - 1:
+                break
+            image_syn_train = state.images.detach().clone()
+            label_syn_train = state.labels.detach().clone()
+            loader = DataLoader(
+                TensorDataset(image_syn_train, label_syn_train), batch_size=config.batch_train,
+                shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(ol),
+            )
+            for _ in range(config.inner_loop):
+                reference_epoch(loader, net, optimizer_net, dsa)
+        return torch.tensor(loss_avg)
+
+
+def reference_distance_wb(gwr: torch.Tensor, gws: torch.Tensor) -> torch.Tensor:
+    shape = gwr.shape
+    if len(shape) == 4:
+        gwr = gwr.reshape(shape[0], shape[1] * shape[2] * shape[3])
+        gws = gws.reshape(shape[0], shape[1] * shape[2] * shape[3])
+    elif len(shape) == 3:
+        gwr = gwr.reshape(shape[0], shape[1] * shape[2])
+        gws = gws.reshape(shape[0], shape[1] * shape[2])
+    elif len(shape) == 1:
+        return torch.tensor(0, dtype=torch.float, device=gwr.device)
+    cos = torch.sum(gwr * gws, dim=-1) / (torch.norm(gwr, dim=-1) * torch.norm(gws, dim=-1) + 1e-6)
+    return torch.sum(1 - cos)
+
+
+def reference_match_loss(gw_syn, gw_real) -> torch.Tensor:
+    dis = torch.tensor(0.0, device=gw_real[0].device)
+    for ig in range(len(gw_real)):
+        dis += reference_distance_wb(gw_real[ig], gw_syn[ig])
+    return dis
+
+
+def reference_epoch(loader, net, optimizer, dsa) -> None:
+    net.train()
+    loss_avg, acc_avg, num_exp = 0.0, 0, 0
+    for img, lab in loader:
+        img = dsa(img, dsa.per_sample(len(img)))
+        output = net(img)
+        loss = F.cross_entropy(output, lab)
+        acc_avg += np.sum(np.equal(np.argmax(output.cpu().data.numpy(), axis=-1), lab.cpu().data.numpy()))
+        loss_avg += loss.item() * len(lab)
+        num_exp += len(lab)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+# --- equality checks on identical inputs ----------------------------------------------------------
+
+
+def check_dm_loss(data: ImageDataset, config: DistillConfig) -> float:
+    rng = IterationRNG(7, 0, data.device)
+    net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=rng.net_seed(), width=WIDTH).to(data.device)
+    net.train()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    real = data.sample_all_classes(BATCH_REAL, rng.generator("real"))
+    syn = real[:, :IPC].clone() + 0.1
+    dsa = rng.dsa(config.dsa)
+    params = dsa.siamese(K)
+    ours = float(dm_loss(net.embed, real, syn, dsa, params))
+    ref = 0.0
+    for c in range(K):
+        p = one_group(params, c)
+        r = net.embed(dsa(real[c : c + 1], p)[0]).mean(0)
+        s = net.embed(dsa(syn[c : c + 1], p)[0]).mean(0)
+        ref += float(((r - s) ** 2).sum())
+    return abs(ours - ref) / abs(ref)
+
+
+def check_matching_loss(data: ImageDataset, config: DistillConfig) -> float:
+    rng = IterationRNG(7, 0, data.device)
+    net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=rng.net_seed(), width=WIDTH).to(data.device)
+    real = data.sample_all_classes(BATCH_REAL, rng.generator("real"))
+    syn = (real[:, :IPC].clone() + 0.1).requires_grad_(True)
+    dsa = rng.dsa(config.dsa)
+    params = dsa.siamese(K)
+    ours = float(matching_loss(net, dsa(real, params), dsa(syn, params), "ours"))
+    ref = 0.0
+    params_all = list(net.parameters())
+    for c in range(K):
+        p = one_group(params, c)
+        r, s = dsa(real[c : c + 1], p)[0], dsa(syn[c : c + 1], p)[0]
+        label = torch.full((BATCH_REAL,), c, device=data.device)
+        gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(r), label), params_all)]
+        gw_syn = torch.autograd.grad(F.cross_entropy(net(s), label[:IPC]), params_all, create_graph=True)
+        ref += float(reference_match_loss(gw_syn, gw_real))
+    return abs(ours - ref) / abs(ref)
+
+
+# --- timing ---------------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_method(method: str, data: ImageDataset, args) -> dict:
+    config = DistillConfig(method=method, ipc=IPC, batch_real=BATCH_REAL, net_options=(("width", WIDTH),))
+    config = config.resolved()
+    outer = min(args.outer_steps or config.outer_loop or 1, config.outer_loop or 1)
+    if method == "dsa":
+        from dataclasses import replace
+
+        config = replace(config, outer_loop=outer)
+    check = check_dm_loss(data, config) if method == "dm" else check_matching_loss(data, config)
+    if check > 1e-5:
+        raise SystemExit(f"{method}: ddz and the reference-style loop disagree (relative {check:.2e})")
+    start_images = data.sample_all_classes(IPC, torch.Generator(device=data.device).manual_seed(1))
+    start_images = start_images.flatten(0, 1)
+    variants: dict[str, Callable[[int], object]] = {}
+
+    def ddz_variant(cfg: DistillConfig) -> Callable[[int], object]:
+        state = new_state(start_images, IPC, cfg.lr_img, cfg.momentum)
+        runner = build_method(cfg, data)
+        return lambda it: runner.step(state, IterationRNG(0, it, data.device))
+
+    ref = ReferenceStyle(data, seed=0)
+    ref_state = new_state(start_images, IPC, config.lr_img, config.momentum)
+    if method == "dm":
+        variants["reference"] = lambda it: ref.dm_iteration(
+            ref_state, IterationRNG(0, it, data.device), config.dsa
+        )
+    else:
+        variants["reference"] = lambda it: ref.dsa_iteration(
+            ref_state, IterationRNG(0, it, data.device), config, outer
+        )
+    variants["ddz"] = ddz_variant(config)
+    if args.compile:
+        from dataclasses import replace
+
+        variants["ddz-compile"] = ddz_variant(replace(config, compile=True))
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for fn in variants.values():  # warm-up (and compilation), not timed
+        fn(0)
+    for rep in range(args.reps):
+        for name, fn in variants.items():
+            times[name].append(timed(lambda fn=fn, rep=rep: fn(rep + 1), args.device))
+            print(f"  {method} {name:12s} rep {rep}: {times[name][-1]:.3f}s", file=sys.stderr, flush=True)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    result = {
+        "method": method,
+        "outer_steps": outer if method == "dsa" else None,
+        "inner_loop": config.inner_loop if method == "dsa" else None,
+        "loss_rel_diff": check,
+        "seconds": {name: round(v, 4) for name, v in median.items()},
+        "all_seconds": {name: [round(v, 4) for v in t] for name, t in times.items()},
+        "ratio": round(median["reference"] / median["ddz"], 3),
+    }
+    if "ddz-compile" in median:
+        result["ratio_compile"] = round(median["reference"] / median["ddz-compile"], 3)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--method", nargs="+", default=["dm", "dsa"], choices=["dm", "dsa"])
+    parser.add_argument("--reps", type=int, default=3, help="timed iterations per variant (median)")
+    parser.add_argument("--outer-steps", type=int, default=None, help="DSA: time only this many outer steps")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also time ddz with torch.compile")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = random_dataset(args.device)
+    results = {
+        "shapes": {"classes": K, "ipc": IPC, "image": [CHANNELS, SIZE, SIZE], "batch_real": BATCH_REAL,
+                   "arch": "convnet3", "width": WIDTH},
+        "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "methods": [bench_method(m, data, args) for m in args.method],
+    }
+    for r in results["methods"]:
+        line = f"{r['method']}: reference {r['seconds']['reference']:.3f}s  ddz {r['seconds']['ddz']:.3f}s  "
+        line += f"ratio {r['ratio']:.2f}x  (loss rel diff {r['loss_rel_diff']:.1e})"
+        if "ratio_compile" in r:
+            line += f"  compiled {r['seconds']['ddz-compile']:.3f}s ratio {r['ratio_compile']:.2f}x"
+        print(line)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

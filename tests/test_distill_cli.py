@@ -1,0 +1,85 @@
+"""`ddz distill` as a real subprocess: kill -9 and resume, and the one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from conftest import ddz_executable
+
+from ddz.distill.synset import CHECKPOINT_FILE, SYNSET_FILE, load_checkpoint, load_synset
+
+FAST = ["--net-option", "width=8", "--batch-real", "32", "--eval-models", "0"]
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_kill_9_after_a_checkpoint_then_resume_gives_the_uninterrupted_images(run_ddz, tmp_path):
+    args = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "2", "--iterations", "150",
+            "--checkpoint-every", "5", *FAST]
+    env = {**os.environ, "DDZ_HOME": str(tmp_path / "ddz-home"), "DDZ_DATA_ROOT": str(tmp_path / "data")}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*ddz_executable(), *args, "--out", str(killed)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (killed / CHECKPOINT_FILE).exists():
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = load_checkpoint(killed / CHECKPOINT_FILE).iteration
+    assert 0 < done < 150 and not (killed / SYNSET_FILE).exists()
+
+    resumed = run_ddz(*args, "--out", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    straight = run_ddz(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    a, b = load_synset(killed), load_synset(tmp_path / "straight")
+    assert a.iterations == b.iterations == 150
+    assert torch.equal(a.images, b.images)
+
+
+def test_ipc_larger_than_a_class_is_one_line(run_ddz):
+    line = one_line_error(run_ddz("distill", "--dataset", "digits", "--method", "dm", "--ipc", "500"))
+    assert "--ipc 500" in line
+
+
+def test_ptm_query_matching_nothing_is_one_line(run_ddz):
+    line = one_line_error(run_ddz(
+        "distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--iterations", "1",
+        "--ptm", "nomatch/*", *FAST,
+    ))
+    assert "nomatch" in line
+
+
+def test_ptm_with_the_wrong_channel_count_is_one_line(run_ddz, tmp_path):
+    """A real zoo snapshot trained on a tiny 3-channel npz data set, offered to 1-channel digits."""
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "rgb.npz",
+        train_images=rng.integers(0, 255, (20, 8, 8, 3), dtype=np.uint8),
+        train_labels=rng.integers(0, 2, (20, 1)),
+        test_images=rng.integers(0, 255, (6, 8, 8, 3), dtype=np.uint8),
+        test_labels=rng.integers(0, 2, (6, 1)),
+    )
+    trained = run_ddz("zoo", "train", "--dataset", f"npz:{tmp_path / 'rgb.npz'}", "--arch", "convnet3",
+                      "--seeds", "1", "--epochs", "1", "--net-option", "width=4")
+    assert trained.returncode == 0, trained.stderr
+    line = one_line_error(run_ddz(
+        "distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--iterations", "1",
+        "--ptm", "rgb/*", *FAST,
+    ))
+    assert "3-channel" in line and "digits" in line
+    assert not Path(tmp_path / "runs").exists()
