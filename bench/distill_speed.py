@@ -197,7 +197,7 @@ def check_matching_loss(data: ImageDataset, config: DistillConfig) -> float:
     syn = (real[:, :IPC].clone() + 0.1).requires_grad_(True)
     dsa = rng.dsa(config.dsa)
     params = dsa.siamese(K)
-    ours = float(matching_loss(net, dsa(real, params), dsa(syn, params), "ours"))
+    ours = float(matching_loss(net, dsa(real, params), dsa(syn, params), "ours").detach())
     ref = 0.0
     params_all = list(net.parameters())
     for c in range(K):

@@ -95,6 +95,8 @@ def test_batched_dm_loss_equals_the_per_class_loss():
         s = net.embed(dsa(syn[c : c + 1], p)[0]).mean(0)
         per_class = per_class + ((r - s) ** 2).sum()
     assert float(batched.detach()) == pytest.approx(float(per_class.detach()), rel=1e-5)
+    chunked = dm_loss(net.embed, real, syn, dsa, params, chunk=4)  # real side in 2 forwards
+    assert float(chunked.detach()) == pytest.approx(float(per_class.detach()), rel=1e-5)
 
 
 def _reference_distance(gs, gr):

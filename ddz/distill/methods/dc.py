@@ -64,7 +64,7 @@ def matching_loss(
     no double backward."""
     params = list(net.parameters())
     used = [params[i] for i in matched_parameters(params, metric)]
-    g_real = class_gradients(fast_forward or net, used, real, create_graph=False)
+    g_real = class_gradients(net if fast_forward is None else fast_forward, used, real, create_graph=False)
     g_syn = class_gradients(net, used, syn, create_graph=True)
     return gradient_distance(g_syn, g_real, metric)
 

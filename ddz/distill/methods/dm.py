@@ -5,10 +5,11 @@ loss = sum_c || mean embed(aug(real_c)) - mean embed(aug(syn_c)) ||^2, with the 
 parameters for the real and synthetic images of a class.
 
 All classes go through one forward per side: one grouped DSA call (G = K classes), one forward of
-all real images (no graph), one of all synthetic images. With instancenorm (no cross-sample
-statistics) that is exactly the per-class loss. With batchnorm the statistics then cover every
-class, which is what the reference DM code does for its BN nets (it concatenates the classes
-there, as the DM authors recommend), so the same path serves both.
+all real images (no graph), one of all synthetic images (large real batches, e.g. 100 classes or
+128px images, are cut into a few forwards of whole classes to bound the activation memory). With
+instancenorm (no cross-sample statistics) that is exactly the per-class loss. With batchnorm the
+statistics then cover every class, which is what the reference DM code does for its BN nets (it
+concatenates the classes there, as the DM authors recommend), so one path serves both.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ from ddz.data.base import ImageDataset
 from ddz.distill.guidance import Guidance
 from ddz.distill.methods.base import DistillConfig, IterationRNG, NetSource, SynState, real_batch_size
 
+ACTIVATION_BUDGET = 1 << 31  # bytes of first-layer activations per real forward
+
+
+def classes_per_forward(n_real: int, dataset: ImageDataset, config: DistillConfig) -> int:
+    """How many classes of real images one forward takes, estimating the first layer's output
+    (width x H x W floats per image; width 128 unless --net-option width says otherwise)."""
+    width = int(dict(config.net_options).get("width", 128))
+    per_image = 4 * width * dataset.image_size**2
+    return max(1, ACTIVATION_BUDGET // (per_image * n_real))
+
 
 def dm_loss(
     embed: Callable[[torch.Tensor], torch.Tensor],
@@ -29,14 +40,24 @@ def dm_loss(
     syn: torch.Tensor,
     dsa: DSA | None = None,
     params: DSAParams | None = None,
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """The DM loss of real (K, n, C, H, W) and synthetic (K, IPC, C, H, W) images, all classes in
-    one forward per side; with `dsa`, class k of both sides gets parameter set k."""
-    if dsa is not None:
-        real, syn = dsa(real, params), dsa(syn, params)
+    """The DM loss of real (K, n, C, H, W) and synthetic (K, IPC, C, H, W) images, `chunk`
+    classes of real images per forward (default all) and all synthetic images in one; with
+    `dsa`, class k of both sides gets parameter set k."""
     k = real.shape[0]
+    chunk = chunk or k
+    means = []
     with torch.no_grad():
-        real_mean = embed(real.flatten(0, 1)).view(k, real.shape[1], -1).mean(1)
+        for start in range(0, k, chunk):
+            part = real[start : start + chunk]
+            if dsa is not None:
+                end = start + chunk
+                part = dsa(part, DSAParams(params.tokens[start:end], params.uniforms[start:end]))
+            means.append(embed(part.flatten(0, 1)).view(len(part), part.shape[1], -1).mean(1))
+    real_mean = torch.cat(means)
+    if dsa is not None:
+        syn = dsa(syn, params)
     syn_mean = embed(syn.flatten(0, 1)).view(k, syn.shape[1], -1).mean(1)
     return ((real_mean - syn_mean) ** 2).sum()
 
@@ -48,6 +69,7 @@ class DistributionMatching:
         self.config, self.dataset, self.guidance = config, dataset, guidance
         self.nets = NetSource(config, dataset, entry="embed")
         self.n_real = real_batch_size(dataset, config.batch_real)
+        self.chunk = classes_per_forward(self.n_real, dataset, config)
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
         data = self.dataset
@@ -55,7 +77,7 @@ class DistributionMatching:
         real = data.sample_all_classes(self.n_real, rng.generator("real"))
         dsa = rng.dsa(self.config.dsa) if self.config.augment else None
         params = dsa.siamese(data.num_classes) if dsa is not None else None
-        loss = dm_loss(embed, real, state.grouped(), dsa, params)
+        loss = dm_loss(embed, real, state.grouped(), dsa, params, self.chunk)
         if self.guidance is not None:
             loss = loss + self.guidance.loss(
                 state.images, state.labels,
