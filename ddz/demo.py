@@ -28,20 +28,20 @@ DATASET = "digits"
 class DemoConfig:
     """Sizes of each stage. `quick()` is what the test suite runs."""
 
-    archs: tuple[str, ...] = ("convnet3", "alexnet")
+    archs: tuple[str, ...] = ("convnet3", "convnet4")
     seeds: int = 3
     zoo_epochs: int = 10
     early_epoch: int = 2
     ipc: int = 10
-    dm_iterations: int = 400
+    dm_iterations: int = 200
     batch_real: int = 128
     eval_models: int = 5
-    eval_epochs: int = 300
+    eval_epochs: int = 200
     alpha: float | None = None  # None: the DM default of ddz.distill.guidance
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(zoo_epochs=4, early_epoch=1, dm_iterations=60, eval_models=2, eval_epochs=60)
+        return cls(zoo_epochs=2, early_epoch=1, dm_iterations=20, batch_real=64, eval_models=2, eval_epochs=30)
 
     @property
     def ptm_query(self) -> str:
@@ -58,8 +58,11 @@ class DemoRow:
 
     def to_json(self) -> dict:
         return {
-            "method": self.method, "ptm_query": self.ptm_query, "seconds": round(self.seconds, 2),
-            "grid": self.grid, **self.result.to_json(),
+            "method": self.method,
+            "ptm_query": self.ptm_query,
+            "seconds": round(self.seconds, 2),
+            "grid": self.grid,
+            **self.result.to_json(),
         }
 
 
@@ -76,8 +79,12 @@ class DemoReport:
 
     def to_json(self) -> dict:
         return {
-            "config": asdict(self.config), "seed": self.seed, "rows": [r.to_json() for r in self.rows],
-            "ptms": self.ptms, "hub": self.hub, "pushed_revisions": self.pushed_revisions,
+            "config": asdict(self.config),
+            "seed": self.seed,
+            "rows": [r.to_json() for r in self.rows],
+            "ptms": self.ptms,
+            "hub": self.hub,
+            "pushed_revisions": self.pushed_revisions,
             "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
         }
 
@@ -133,8 +140,13 @@ def _run(out: Path, config: DemoConfig, seed: int, device: str, progress: Progre
         epochs=config.zoo_epochs, snapshots=tuple(sorted({config.early_epoch, config.zoo_epochs}))
     )
     jobs = plan_grid(
-        DATASET, list(config.archs), list(range(config.seeds)), recipe, data,
-        zoo_root=out / "home" / "zoo", device=device,
+        DATASET,
+        list(config.archs),
+        list(range(config.seeds)),
+        recipe,
+        data,
+        zoo_root=out / "home" / "zoo",
+        device=device,
     )
     summary = run_grid([job for job, _ in jobs], LaunchConfig(launcher="inline"), progress, data)
     if summary.failed:
@@ -172,20 +184,33 @@ def _run(out: Path, config: DemoConfig, seed: int, device: str, progress: Progre
             guidance = Guidance(pool, data, GuidanceConfig(kind="clom", alpha=config.alpha), "dm")
         run_dir = out / "runs" / ("dm-clom" if pool else "dm")
         synset = distill(
-            data, distill_config, seed, guidance, run_dir, checkpoint_every=max(config.dm_iterations // 4, 1),
-            progress=progress, dataset_name=DATASET, ptm_query=[query] if pool else [],
+            data,
+            distill_config,
+            seed,
+            guidance,
+            run_dir,
+            checkpoint_every=max(config.dm_iterations // 4, 1),
+            progress=progress,
+            dataset_name=DATASET,
+            ptm_query=[query] if pool else [],
         )
         result = evaluate_synset(synset.images, synset.labels, data, eval_config, seed, progress)
         grid = out / f"{run_dir.name}.png"
         shutil.copyfile(run_dir / GRID_FILE, grid)
-        rows.append(DemoRow(label, query, result[eval_config.archs[0]], time.perf_counter() - started,
-                            grid.name))
+        rows.append(
+            DemoRow(label, query, result[eval_config.archs[0]], time.perf_counter() - started, grid.name)
+        )
         stages[label] = rows[-1].seconds
 
     report = DemoReport(
-        config=config, seed=seed, rows=rows,
+        config=config,
+        seed=seed,
+        rows=rows,
         ptms=[{"name": p.name, "sha256": p.sha256} for p in ptms],
-        zoo_seconds=stages["zoo"], hub=str(hub), pushed_revisions=revisions, stage_seconds=stages,
+        zoo_seconds=stages["zoo"],
+        hub=str(hub),
+        pushed_revisions=revisions,
+        stage_seconds=stages,
     )
     write_report(out, report)
     return report

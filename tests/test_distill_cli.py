@@ -26,7 +26,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 
 
 def test_kill_9_after_a_checkpoint_then_resume_gives_the_uninterrupted_images(run_ddz, tmp_path):
-    args = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "2", "--iterations", "150",
+    args = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "2", "--iterations", "80",
             "--checkpoint-every", "5", *FAST]
     env = {**os.environ, "DDZ_HOME": str(tmp_path / "ddz-home"), "DDZ_DATA_ROOT": str(tmp_path / "data")}
     killed = tmp_path / "killed"
@@ -40,14 +40,14 @@ def test_kill_9_after_a_checkpoint_then_resume_gives_the_uninterrupted_images(ru
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = load_checkpoint(killed / CHECKPOINT_FILE).iteration
-    assert 0 < done < 150 and not (killed / SYNSET_FILE).exists()
+    assert 0 < done < 80 and not (killed / SYNSET_FILE).exists()
 
     resumed = run_ddz(*args, "--out", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     straight = run_ddz(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
     a, b = load_synset(killed), load_synset(tmp_path / "straight")
-    assert a.iterations == b.iterations == 150
+    assert a.iterations == b.iterations == 80
     assert torch.equal(a.images, b.images)
 
 
@@ -83,3 +83,24 @@ def test_ptm_with_the_wrong_channel_count_is_one_line(run_ddz, tmp_path):
     ))
     assert "3-channel" in line and "digits" in line
     assert not Path(tmp_path / "runs").exists()
+
+
+def test_default_run_folder_names():
+    from ddz.cli.distill import default_out
+
+    assert default_out("cifar10", "dm", 10, 0) == Path("runs/cifar10-dm-ipc10-seed0")
+    assert default_out("npz:/data/path mnist.npz", "dc", 1, 2) == Path("runs/path_mnist-dc-ipc1-seed2")
+
+
+def test_guided_runs_get_their_own_folder(digits):
+    from ddz.cli.distill import default_out
+    from ddz.distill.guidance import Guidance, GuidanceConfig
+    from ddz.nets import build_net
+    from ddz.zoo.ptm import PTM
+
+    net = build_net("convnet3", 1, 10, 16, generator_seed=0, width=4)
+    ptm = PTM("digits/convnet3/seed0@epoch1", "a" * 64, net, list(digits.classes),
+              digits.mean, digits.std, 16, 1)
+    one = default_out("digits", "dm", 10, 0, Guidance([ptm], digits, GuidanceConfig(alpha=1.0), "dm"))
+    two = default_out("digits", "dm", 10, 0, Guidance([ptm], digits, GuidanceConfig(alpha=2.0), "dm"))
+    assert one.name.startswith("digits-dm-ipc10-seed0-clom-") and one != two

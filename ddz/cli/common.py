@@ -53,7 +53,9 @@ class _RichTask:
     def advance(self, steps: int = 1, **fields: Any) -> None:
         description = self.description
         if fields:
-            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            shown = " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
+            )
             description = f"{self.description} [dim]{shown}[/dim]"
         self.progress.update(self.task_id, advance=steps, description=description)
 

@@ -13,7 +13,9 @@ from ddz.cli.main import app
 
 @app.command("demo")
 def demo_command(
-    out_dir: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the zoo, hub, runs and report."),
+    out_dir: Path = typer.Option(
+        Path("runs/demo"), "--out", help="Folder for the zoo, hub, runs and report."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Smaller stages (the test suite's setting)."),
 ) -> None:
     """Train a zoo on digits, publish and pull it, distil with DM without and with CLoM, evaluate."""
@@ -27,8 +29,10 @@ def demo_command(
         table.add_column(column)
     for row in report.rows:
         table.add_row(
-            row.method, row.ptm_query,
-            f"{100 * row.result.mean:.2f} ± {100 * row.result.std:.2f}", f"{row.seconds:.1f}",
+            row.method,
+            row.ptm_query,
+            f"{100 * row.result.mean:.2f} ± {100 * row.result.std:.2f}",
+            f"{row.seconds:.1f}",
         )
     out.print(table)
     console.print(f"report: {out_dir / 'report.md'}")

@@ -103,7 +103,10 @@ def distill_command(
             data, config, settings.seed, guide, out_dir, checkpoint_every, progress,
             dataset_name=dataset, ptm_query=ptm,
         )
-        console.print(f"synthetic set: {out_dir / SYNSET_FILE}  grid: {out_dir / GRID_FILE}")
+        console.print(
+            f"synthetic set: {out_dir / SYNSET_FILE}\ngrid: {out_dir / GRID_FILE}",
+            markup=False, highlight=False, soft_wrap=True,
+        )
         started = time.perf_counter()
         results = {}
         if eval_models > 0:

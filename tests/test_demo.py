@@ -1,0 +1,58 @@
+"""`ddz demo --quick` end to end: the whole flow through the real console script."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from safetensors import safe_open
+
+from ddz.io import sha256_file
+
+
+def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
+    out = tmp_path / "demo"
+    result = run_ddz("demo", "--quick", "--out", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for method in ("random real", "DM", "DM + CLoM"):
+        assert method in result.stdout
+
+    report = (out / "report.md").read_text()
+    data = json.loads((out / "report.json").read_text())
+    assert [row["method"] for row in data["rows"]] == ["random real", "DM", "DM + CLoM"]
+    for row in data["rows"]:
+        # Each row's accuracy is printed in the markdown table exactly as measured.
+        assert f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}" in report
+        assert 0.0 <= row["mean"] <= 1.0 and len(row["accs"]) == data["config"]["eval_models"]
+
+    # The guided run used the early snapshots of every arch x seed, pulled back through the hub.
+    names = [p["name"] for p in data["ptms"]]
+    assert names == [
+        f"digits/{arch}/seed{seed}@epoch1" for arch in ("convnet3", "convnet4") for seed in range(3)
+    ]
+    for ptm in data["ptms"]:
+        assert ptm["sha256"] in report
+        arch, seed = re.match(r"digits/(\w+)/seed(\d)@", ptm["name"]).groups()
+        assert sha256_file(out / "home" / "zoo" / "digits" / arch / f"seed{seed}" / "epoch1.safetensors") == ptm[
+            "sha256"
+        ]
+    assert sorted(data["pushed_revisions"]) == ["hub/digits-convnet3", "hub/digits-convnet4"]
+
+    # PNG grids of both synthetic sets sit beside the report, and the report links them.
+    for grid in ("dm.png", "dm-clom.png"):
+        assert (out / grid).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({grid})" in report
+    # The synthetic sets themselves are saved with their guidance recorded.
+    with safe_open(str(out / "runs" / "dm-clom" / "synset.safetensors"), "pt") as handle:
+        meta = handle.metadata()
+    assert "digits/*/*@epoch1" in json.dumps(meta)
+
+    # A re-run reuses the zoo and the hub commits, and the numbers repeat (same seed).
+    zoo_file = out / "home" / "zoo" / "digits" / "convnet3" / "seed0" / "epoch2.safetensors"
+    trained_at = zoo_file.stat().st_mtime_ns
+    again = run_ddz("demo", "--quick", "--out", str(out), timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((out / "report.json").read_text())
+    assert zoo_file.stat().st_mtime_ns == trained_at
+    assert rerun["pushed_revisions"] == data["pushed_revisions"]
+    assert [row["accs"] for row in rerun["rows"]] == [row["accs"] for row in data["rows"]]
