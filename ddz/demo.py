@@ -41,7 +41,9 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(zoo_epochs=2, early_epoch=1, dm_iterations=20, batch_real=64, eval_models=2, eval_epochs=30)
+        return cls(
+            zoo_epochs=2, early_epoch=1, dm_iterations=20, batch_real=64, eval_models=2, eval_epochs=30
+        )
 
     @property
     def ptm_query(self) -> str:

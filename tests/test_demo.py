@@ -33,9 +33,8 @@ def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
     for ptm in data["ptms"]:
         assert ptm["sha256"] in report
         arch, seed = re.match(r"digits/(\w+)/seed(\d)@", ptm["name"]).groups()
-        assert sha256_file(out / "home" / "zoo" / "digits" / arch / f"seed{seed}" / "epoch1.safetensors") == ptm[
-            "sha256"
-        ]
+        snapshot = out / "home" / "zoo" / "digits" / arch / f"seed{seed}" / "epoch1.safetensors"
+        assert sha256_file(snapshot) == ptm["sha256"]
     assert sorted(data["pushed_revisions"]) == ["hub/digits-convnet3", "hub/digits-convnet4"]
 
     # PNG grids of both synthetic sets sit beside the report, and the report links them.
