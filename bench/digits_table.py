@@ -5,7 +5,7 @@ the last), then runs `ddz eval --random-real` and `ddz distill` for random-real,
 (each snapshot), DSA and DSA+CLoM (each snapshot) at IPC 10, every row evaluated by the same
 protocol settings, and prints a markdown table (mean +- std over the evaluation models).
 
-    .venv/bin/python bench/digits_table.py --out bench-out/digits
+    .venv/bin/python bench/digits_table.py --out runs/digits-table
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("bench-out/digits"))
+    parser.add_argument("--out", type=Path, default=Path("runs/digits-table"))
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ptm-seeds", type=int, default=2)

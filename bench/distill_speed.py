@@ -206,7 +206,7 @@ def check_matching_loss(data: ImageDataset, config: DistillConfig) -> float:
         label = torch.full((BATCH_REAL,), c, device=data.device)
         gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(r), label), params_all)]
         gw_syn = torch.autograd.grad(F.cross_entropy(net(s), label[:IPC]), params_all, create_graph=True)
-        ref += float(reference_match_loss(gw_syn, gw_real))
+        ref += float(reference_match_loss(gw_syn, gw_real).detach())
     return abs(ours - ref) / abs(ref)
 
 
