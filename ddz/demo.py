@@ -34,9 +34,9 @@ class DemoConfig:
     early_epoch: int = 2
     ipc: int = 10
     dm_iterations: int = 200
-    batch_real: int = 128
+    batch_real: int = 64
     eval_models: int = 5
-    eval_epochs: int = 200
+    eval_epochs: int = 150
     alpha: float | None = None  # None: the DM default of ddz.distill.guidance
 
     @classmethod
