@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from ddz.zoo.launch import stop_process
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
 
@@ -157,13 +159,7 @@ def start_munged(root: Path) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    stop_process(proc)
 
 
 def start_cluster() -> SlurmCluster:

@@ -47,25 +47,16 @@ def test_bad_input_is_one_line_and_exit_2(capsys, home, tmp_path, args, expected
     assert not (home / "zoo").exists()
 
 
+TRAIN_TWO_TINY_SEEDS = (
+    "--device", "cpu", "zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--seeds", "2",
+    "--epochs", "2", "--snapshots", "1,2", "--net-option", "width=8",
+)  # fmt: skip
+
+
 def test_train_list_show_and_a_tampered_snapshot(capsys, home, tmp_path):
     code, _, err = run(
         capsys,
-        "--device",
-        "cpu",
-        "zoo",
-        "train",
-        "--dataset",
-        "digits",
-        "--arch",
-        "convnet3",
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        "--snapshots",
-        "1,2",
-        "--net-option",
-        "width=8",
+        *TRAIN_TWO_TINY_SEEDS,
         "--launcher",
         "inline",
         "--threads",
@@ -98,22 +89,7 @@ def test_train_list_show_and_a_tampered_snapshot(capsys, home, tmp_path):
     # Re-submitting the grid skips both seeds.
     code, out, _ = run(
         capsys,
-        "--device",
-        "cpu",
-        "zoo",
-        "train",
-        "--dataset",
-        "digits",
-        "--arch",
-        "convnet3",
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        "--snapshots",
-        "1,2",
-        "--net-option",
-        "width=8",
+        *TRAIN_TWO_TINY_SEEDS,
     )
     assert code == 0 and out.count("skipped") == 2
 

@@ -198,13 +198,18 @@ class _LocalBackend:
         )
 
     def cancel(self, handle: dict[str, Any]) -> None:
-        proc = handle["proc"]
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(handle["proc"])
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10) -> None:
+    """Terminate `proc`, and kill it if it has not exited after `grace_s` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
 
 
 class _SlurmBackend:
