@@ -1,4 +1,6 @@
-"""Images per second of one training step (forward + backward + SGD step) of a DD net.
+"""Images per second of one training step (forward + backward + SGD step) of a DD net: ddz's
+step (`ddz.nets.batching.cross_entropy_backward`, cache-sized micro-batches on CPU) against a
+plain whole-batch step, in the same process.
 
     .venv/bin/python bench/train_speed.py [--arch convnet3] [--batch 256] [--size 32] [--channels 3]
                                           [--steps 20] [--warmup 3] [--device cpu] [--json FILE]
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from ddz.io import atomic_write_json
 from ddz.nets import build_net
+from ddz.nets.batching import cross_entropy_backward, micro_batch
 
 
 def synchronize(device: torch.device) -> None:
@@ -36,21 +39,30 @@ def measure(
     net = build_net(arch, channels, classes, size, generator_seed=0).to(dev)
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    micro = micro_batch(net, images)
 
-    def step() -> None:
+    def plain_step() -> None:
         loss = F.cross_entropy(net(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
-    synchronize(dev)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(dev)
-    seconds = time.perf_counter() - started
+    def ddz_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        cross_entropy_backward(net, images, labels, micro)
+        optimizer.step()
+
+    def timed(step) -> float:
+        for _ in range(warmup):
+            step()
+        synchronize(dev)
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(dev)
+        return time.perf_counter() - started
+
+    plain_seconds, seconds = timed(plain_step), timed(ddz_step)
     return {
         "arch": arch,
         "batch": batch,
@@ -62,6 +74,10 @@ def measure(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "steps": steps,
+        "micro_batch": micro,
+        "plain_seconds": round(plain_seconds, 4),
+        "plain_images_per_sec": round(steps * batch / plain_seconds, 1),
+        "ratio": round(plain_seconds / seconds, 3),
         "seconds": round(seconds, 4),
         "steps_per_sec": round(steps / seconds, 3),
         "images_per_sec": round(steps * batch / seconds, 1),
@@ -88,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{result['arch']} train step {args.channels}x{args.size}x{args.size} batch {args.batch} on "
-        f"{result['device']} ({result['threads']} threads): {result['images_per_sec']:.0f} images/s, "
-        f"{result['steps_per_sec']:.2f} steps/s over {args.steps} steps"
+        f"{result['device']} ({result['threads']} threads): ddz {result['images_per_sec']:.0f} images/s "
+        f"(micro-batch {result['micro_batch']}), plain {result['plain_images_per_sec']:.0f} images/s, "
+        f"ratio {result['ratio']:.2f}x over {args.steps} steps"
     )
     if args.json_path:
         atomic_write_json(args.json_path, result)

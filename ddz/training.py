@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ddz.nets.batching import cross_entropy_backward, forward_in_pieces, micro_batch
 
 
 def train_epoch(
@@ -21,24 +22,24 @@ def train_epoch(
     """One pass over (images, labels) in a random order drawn from `generator`.
 
     Returns (mean loss, accuracy) over the epoch; one host sync at the end, none per batch.
+    On CPU each batch runs in cache-sized micro-batches with accumulated gradients (same step).
     """
     net.train()
     order = torch.randperm(len(images), generator=generator, device=generator.device)
     order = order.to(images.device)
     total_loss = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.long)
+    micro = micro_batch(net, images)
     for start in range(0, len(images), batch_size):
         idx = order[start : start + batch_size]
         x, y = images[idx], labels[idx]
         if augment is not None:
             x = augment(x)
-        logits = net(x)
-        loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, logits = cross_entropy_backward(net, x, y, micro)
         optimizer.step()
-        total_loss += loss.detach() * len(idx)
-        correct += (logits.detach().argmax(1) == y).sum()
+        total_loss += loss * len(idx)
+        correct += (logits.argmax(1) == y).sum()
     n = len(images)
     return float(total_loss) / n, float(correct) / n
 
@@ -47,7 +48,8 @@ def train_epoch(
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
     net.eval()
     correct = torch.zeros((), device=images.device, dtype=torch.long)
+    micro = micro_batch(net, images)
     for start in range(0, len(images), batch_size):
-        logits = net(images[start : start + batch_size])
+        logits = forward_in_pieces(net, images[start : start + batch_size], micro)
         correct += (logits.argmax(1) == labels[start : start + batch_size]).sum()
     return float(correct) / len(images)

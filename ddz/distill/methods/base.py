@@ -13,6 +13,7 @@ from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
 from ddz.errors import ConfigError, unknown_name
 from ddz.nets import build_net, check_arch
+from ddz.nets.batching import device_layout
 from ddz.seeding import derive_seed, generator
 
 METHODS = ("dc", "dsa", "dm")
@@ -194,10 +195,6 @@ def real_batch_size(dataset: ImageDataset, batch_real: int) -> int:
     return min(batch_real, min(dataset.class_counts()))
 
 
-def has_batch_statistics(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-
-
 class NetSource:
     """A fresh randomly initialised distillation net per iteration.
 
@@ -224,7 +221,7 @@ class NetSource:
     def _build(self, seed: int) -> nn.Module:
         channels, classes, size = self.shape
         net = build_net(self.arch, channels, classes, size, generator_seed=seed, **self.options)
-        return net.to(self.device)
+        return device_layout(net.to(self.device))
 
     def fresh(self, seed: int, requires_grad: bool = True) -> tuple[nn.Module, Any]:
         if not self.compile:

@@ -26,10 +26,10 @@ from ddz.distill.methods.base import (
     IterationRNG,
     NetSource,
     SynState,
-    has_batch_statistics,
     real_batch_size,
 )
 from ddz.distill.methods.distance import gradient_distance, matched_parameters
+from ddz.nets.batching import cross_entropy_grad, has_batch_statistics, micro_batch
 from ddz.training import train_epoch
 
 BN_IMAGES_PER_CLASS = 16  # real images per class that set BatchNorm statistics (as the reference)
@@ -40,15 +40,19 @@ def class_gradients(
     params: Sequence[torch.Tensor],
     images: torch.Tensor,
     create_graph: bool,
+    micro: int | None = None,
 ) -> list[torch.Tensor]:
     """CE gradients of each class's images (K, m, C, H, W), labelled with their class index:
-    one tensor per parameter, with a leading class axis (K, *shape)."""
+    one tensor per parameter, with a leading class axis (K, *shape). Without `create_graph` the
+    gradients are detached and each class runs `micro` images per forward (None: all)."""
     per_class = []
     for c in range(images.shape[0]):
         target = torch.full((images.shape[1],), c, dtype=torch.long, device=images.device)
-        loss = F.cross_entropy(forward(images[c]), target)
-        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
-        per_class.append(grads if create_graph else [g.detach() for g in grads])
+        if create_graph:
+            loss = F.cross_entropy(forward(images[c]), target)
+            per_class.append(torch.autograd.grad(loss, params, create_graph=True))
+        else:
+            per_class.append(cross_entropy_grad(forward, params, images[c], target, micro))
     return [torch.stack(g) for g in zip(*per_class, strict=True)]
 
 
@@ -64,7 +68,9 @@ def matching_loss(
     no double backward."""
     params = list(net.parameters())
     used = [params[i] for i in matched_parameters(params, metric)]
-    g_real = class_gradients(net if fast_forward is None else fast_forward, used, real, create_graph=False)
+    micro = micro_batch(net, real[0])
+    real_forward = net if fast_forward is None else fast_forward
+    g_real = class_gradients(real_forward, used, real, create_graph=False, micro=micro)
     g_syn = class_gradients(net, used, syn, create_graph=True)
     return gradient_distance(g_syn, g_real, metric)
 

@@ -9,7 +9,8 @@ all real images (no graph), one of all synthetic images (large real batches, e.g
 128px images, are cut into a few forwards of whole classes to bound the activation memory). With
 instancenorm (no cross-sample statistics) that is exactly the per-class loss. With batchnorm the
 statistics then cover every class, which is what the reference DM code does for its BN nets (it
-concatenates the classes there, as the DM authors recommend), so one path serves both.
+concatenates the classes there, as the DM authors recommend), so one path serves both. On CPU
+the real forward of a per-image net runs in cache-sized micro-batches (ddz.nets.batching).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
 from ddz.distill.guidance import Guidance
 from ddz.distill.methods.base import DistillConfig, IterationRNG, NetSource, SynState, real_batch_size
+from ddz.nets.batching import forward_in_pieces, micro_batch
 
 ACTIVATION_BUDGET = 1 << 31  # bytes of first-layer activations per real forward
 
@@ -41,10 +43,12 @@ def dm_loss(
     dsa: DSA | None = None,
     params: DSAParams | None = None,
     chunk: int | None = None,
+    micro: int | None = None,
 ) -> torch.Tensor:
-    """The DM loss of real (K, n, C, H, W) and synthetic (K, IPC, C, H, W) images, `chunk`
-    classes of real images per forward (default all) and all synthetic images in one; with
-    `dsa`, class k of both sides gets parameter set k."""
+    """The DM loss of real (K, n, C, H, W) and synthetic (K, IPC, C, H, W) images: real images
+    augmented `chunk` classes at a time (default all) and embedded `micro` images per forward
+    (default: the chunk's), all synthetic images in one forward; with `dsa`, class k of both
+    sides gets parameter set k."""
     k = real.shape[0]
     chunk = chunk or k
     means = []
@@ -54,7 +58,8 @@ def dm_loss(
             if dsa is not None:
                 end = start + chunk
                 part = dsa(part, DSAParams(params.tokens[start:end], params.uniforms[start:end]))
-            means.append(embed(part.flatten(0, 1)).view(len(part), part.shape[1], -1).mean(1))
+            features = forward_in_pieces(embed, part.flatten(0, 1), micro)
+            means.append(features.view(len(part), part.shape[1], -1).mean(1))
     real_mean = torch.cat(means)
     if dsa is not None:
         syn = dsa(syn, params)
@@ -73,11 +78,12 @@ class DistributionMatching:
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
         data = self.dataset
-        _, embed = self.nets.fresh(rng.net_seed(), requires_grad=False)
+        net, embed = self.nets.fresh(rng.net_seed(), requires_grad=False)
         real = data.sample_all_classes(self.n_real, rng.generator("real"))
+        micro = micro_batch(net, real[0])
         dsa = rng.dsa(self.config.dsa) if self.config.augment else None
         params = dsa.siamese(data.num_classes) if dsa is not None else None
-        loss = dm_loss(embed, real, state.grouped(), dsa, params, self.chunk)
+        loss = dm_loss(embed, real, state.grouped(), dsa, params, self.chunk, micro)
         if self.guidance is not None:
             loss = loss + self.guidance.loss(
                 state.images, state.labels,
