@@ -18,10 +18,11 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[float, float]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over (images, labels) in a random order drawn from `generator`.
 
-    Returns (mean loss, accuracy) over the epoch; one host sync at the end, none per batch.
+    Returns (mean loss, accuracy) over the epoch as 0-d tensors on the device: no host sync, so
+    loops that ignore them (evaluation, the DC/DSA inner loop) never wait for a GPU.
     On CPU each batch runs in cache-sized micro-batches with accumulated gradients (same step).
     """
     net.train()
@@ -40,8 +41,7 @@ def train_epoch(
         optimizer.step()
         total_loss += loss * len(idx)
         correct += (logits.argmax(1) == y).sum()
-    n = len(images)
-    return float(total_loss) / n, float(correct) / n
+    return total_loss / len(images), correct / len(images)
 
 
 @torch.no_grad()

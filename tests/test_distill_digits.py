@@ -21,10 +21,11 @@ def test_dm_and_dsa_beat_random_real_on_digits(digits):
     steps with 5 inner epochs (the protocol's 1000 iterations x 50 inner epochs cost hours here).
 
     Measured here (1 and 2 torch threads): random-real 92.5-92.6%, the distillation's own real
-    init 92.3%, DM 94.7%, DSA 94.1-94.2% (94.1 since CPU micro-batching). Short evaluation training is where a distilled set's
-    advantage shows most (with 3 models x 300 epochs: random-real 95.6%, DM 300 iterations
-    96.6%, DSA 5 iterations 96.3%). The test asserts a 1-point margin over both random subsets
-    (measured: DM +2.1, DSA +1.4), a few times the 0.2-0.4 point spread between evaluation models.
+    init 92.3%, DM 94.7%, DSA 94.1% (94.2% before CPU micro-batching). Short evaluation training
+    is where a distilled set's advantage shows most (with 3 models x 300 epochs, before
+    micro-batching: random-real 95.6%, DM 300 iterations 96.6%, DSA 5 iterations 96.3%). The
+    test asserts a 1-point margin over both random subsets (measured: DM +2.1, DSA +1.4), a few
+    times the 0.2-0.4 point spread between evaluation models.
     """
     baseline = accuracy(*random_real(digits, 10, seed=0), digits)
     start = distill(digits, DistillConfig(method="dm", ipc=10, iterations=0), seed=0)

@@ -475,7 +475,7 @@ def train_run(job: TrainJob, task: Task | None = None, data: ImageDataset | None
                 )
                 seconds += time.perf_counter() - began
             images += len(data.train_images)
-            metrics: dict[str, float] = {"train_loss": loss, "train_acc": acc}
+            metrics: dict[str, float] = {"train_loss": float(loss), "train_acc": float(acc)}
             if epoch in recipe.snapshots:
                 metrics["test_acc"] = accuracy(net, data.test_images, data.test_labels)
                 record = job.store.save(job.snapshot_name(epoch), net, {**base_metadata, "metrics": metrics})
