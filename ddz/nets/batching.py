@@ -88,10 +88,9 @@ def cross_entropy_grad(
 ) -> list[torch.Tensor]:
     """Gradients of the batch-mean cross-entropy with respect to `params` (detached), `size`
     images per forward."""
-    grads: list[torch.Tensor] | None = None
+    grads = [torch.zeros_like(p) for p in params]
     for part in pieces(len(images), size):
         loss = F.cross_entropy(forward(images[part]), labels[part], reduction="sum") / len(images)
-        step = torch.autograd.grad(loss, params)
-        grads = list(step) if grads is None else [g.add_(s) for g, s in zip(grads, step, strict=True)]
-    assert grads is not None
+        for total, step in zip(grads, torch.autograd.grad(loss, params), strict=True):
+            total.add_(step)
     return grads
