@@ -183,7 +183,7 @@ def _run(out: Path, config: DemoConfig, seed: int, device: str, progress: Progre
         started = time.perf_counter()
         guidance = None
         if pool is not None:
-            guidance = Guidance(pool, data, GuidanceConfig(kind="clom", alpha=config.alpha), "dm")
+            guidance = Guidance(pool, data, GuidanceConfig(kind="clom", alpha=config.alpha), "dm", config.ipc)
         run_dir = out / "runs" / ("dm-clom" if pool else "dm")
         synset = distill(
             data,

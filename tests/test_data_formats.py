@@ -372,7 +372,7 @@ def test_imagenette_folders(tmp_path: Path) -> None:
     rgb = rgb + torch.tensor(IMAGENET_STATS[0])[:, None, None]
     assert rgb[0, 8, 2].item() > 0.9 and rgb[2, 8, 2].item() < 0.1
     assert rgb[2, 8, 13].item() > 0.9 and rgb[0, 8, 13].item() < 0.1
-    assert load_dataset("imagenette", tmp_path).image_size == 128  # the default resolution
+    assert load_dataset("imagenette", tmp_path).image_size == 224  # the paper's resolution
 
 
 def test_imagefruit_errors(tmp_path: Path) -> None:

@@ -101,6 +101,10 @@ def test_guided_runs_get_their_own_folder(digits):
     net = build_net("convnet3", 1, 10, 16, generator_seed=0, width=4)
     ptm = PTM("digits/convnet3/seed0@epoch1", "a" * 64, net, list(digits.classes),
               digits.mean, digits.std, 16, 1)
-    one = default_out("digits", "dm", 10, 0, Guidance([ptm], digits, GuidanceConfig(alpha=1.0), "dm"))
-    two = default_out("digits", "dm", 10, 0, Guidance([ptm], digits, GuidanceConfig(alpha=2.0), "dm"))
+    one = default_out(
+        "digits", "dm", 10, 0, Guidance([ptm], digits, GuidanceConfig(alpha=1.0), "dm", 10)
+    )
+    two = default_out(
+        "digits", "dm", 10, 0, Guidance([ptm], digits, GuidanceConfig(alpha=2.0), "dm", 10)
+    )
     assert one.name.startswith("digits-dm-ipc10-seed0-clom-") and one != two

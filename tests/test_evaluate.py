@@ -25,6 +25,8 @@ def test_same_seed_same_accuracies(digits: ImageDataset) -> None:
         "models": 1,
         "mean": first["convnet3"].accs[0],
         "std": 0.0,
+        "runs": 1,
+        "run_means": first["convnet3"].accs,
     }
 
 
@@ -56,7 +58,7 @@ def test_accuracy_is_well_above_chance(digits: ImageDataset) -> None:
 
 def test_several_archs_and_no_dsa(digits: ImageDataset) -> None:
     images, labels = random_real(digits, 1, seed=0)
-    config = EvalConfig(archs=("convnet3", "alexnet"), models=2, epochs=2, dsa=False)
+    config = EvalConfig(archs=("convnet3", "alexnet"), models=2, epochs=2, augment="none")
     result = evaluate_synset(images, labels, digits, config, seed=0)
     assert list(result) == ["convnet3", "alexnet"]
     for arch_result in result.values():

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddz.distill.guidance import Guidance, GuidanceConfig, cclom_loss, default_alpha
+from ddz.distill.alphas import MEASURED_RULE
+from ddz.distill.guidance import Guidance, GuidanceConfig, cclom_loss
 from ddz.errors import ConfigError
 from ddz.nets import build_net
 from ddz.zoo.ptm import PTM
@@ -38,7 +39,7 @@ def test_clom_equals_cross_entropy_by_hand(digits):
     """The PTM has other input statistics and a smaller input size than digits: the images must be
     renormalised (undo digits' mean/std, apply the PTM's) and resized before its forward."""
     ptm = make_ptm(digits, size=8, mean=(0.3,), std=(0.7,))
-    guidance = Guidance([ptm], digits, GuidanceConfig(kind="auto", alpha=3.0), "dm")
+    guidance = Guidance([ptm], digits, GuidanceConfig(kind="auto", alpha=3.0), "dm", 10)
     assert guidance.kind == "clom"
     images, labels = synthetic(digits)
     loss = guidance.loss(images, labels, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
@@ -54,7 +55,7 @@ def test_clom_equals_cross_entropy_by_hand(digits):
 
 def test_clom_gradient_reaches_images_not_ptm(digits):
     ptm = make_ptm(digits)
-    guidance = Guidance([ptm], digits, GuidanceConfig(alpha=1.0), "dm")
+    guidance = Guidance([ptm], digits, GuidanceConfig(alpha=1.0), "dm", 10)
     images, labels = synthetic(digits)
     images.requires_grad_(True)
     guidance.loss(images, labels, torch.Generator().manual_seed(0), torch.Generator()).backward()
@@ -101,7 +102,7 @@ def test_cclom_guidance_uses_a_real_target_batch_and_ptm_features(digits):
     its embed features of the synthetic set and of the real batch drawn from the data generator."""
     ptm = make_ptm(digits, classes=[f"s{i}" for i in range(5)])
     config = GuidanceConfig(kind="auto", alpha=2.0, cclom_batch=64)
-    guidance = Guidance([ptm], digits, config, "dsa")
+    guidance = Guidance([ptm], digits, config, "dsa", 10)
     assert guidance.kind == "cclom" and guidance.alpha == 2.0
     images, labels = synthetic(digits, ipc=2)
     data_gen = torch.Generator().manual_seed(7)
@@ -119,7 +120,7 @@ def test_cclom_guidance_uses_a_real_target_batch_and_ptm_features(digits):
 
 def test_pool_draws_an_arch_then_a_member_reproducibly(digits):
     ptms = [make_ptm(digits, seed=s) for s in range(3)] + [make_ptm(digits, arch="alexnet", seed=9)]
-    guidance = Guidance(ptms, digits, GuidanceConfig(), "dc")
+    guidance = Guidance(ptms, digits, GuidanceConfig(), "dc", 10)
     assert set(guidance.groups) == {"convnet3", "alexnet"}
     draws = [guidance.pick(torch.Generator().manual_seed(s)) for s in range(400)]
     again = [guidance.pick(torch.Generator().manual_seed(s)) for s in range(400)]
@@ -132,15 +133,15 @@ def test_pool_draws_an_arch_then_a_member_reproducibly(digits):
 def test_auto_mixes_clom_and_cclom_per_ptm(digits):
     same = make_ptm(digits)
     other = make_ptm(digits, classes=["a", "b", "c"], seed=1)
-    guidance = Guidance([same, other], digits, GuidanceConfig(), "dm")
+    guidance = Guidance([same, other], digits, GuidanceConfig(), "dm", 10)
     assert guidance.kinds == ["clom", "cclom"] and guidance.kind == "clom+cclom"
-    assert guidance.alpha == default_alpha("dm")
+    assert guidance.alpha == MEASURED_RULE["dm"] and guidance.alpha_source.startswith("rule:")
 
 
 def test_wrong_channel_count_is_one_line_config_error(digits):
     ptm = make_ptm(digits, channels=3)
     with pytest.raises(ConfigError) as error:
-        Guidance([ptm], digits, GuidanceConfig(), "dm")
+        Guidance([ptm], digits, GuidanceConfig(), "dm", 10)
     message = str(error.value)
     assert "\n" not in message and "3-channel" in message and "digits" in message
 
@@ -148,9 +149,45 @@ def test_wrong_channel_count_is_one_line_config_error(digits):
 def test_clom_with_other_classes_is_refused(digits):
     ptm = make_ptm(digits, classes=["a", "b"])
     with pytest.raises(ConfigError, match="cclom"):
-        Guidance([ptm], digits, GuidanceConfig(kind="clom"), "dm")
+        Guidance([ptm], digits, GuidanceConfig(kind="clom"), "dm", 10)
+
+
+def test_clom_needs_the_same_class_names_not_just_the_count(digits):
+    renamed = [f"digit-{c}" for c in digits.classes]
+    with pytest.raises(ConfigError, match=r"class 0 is 'digit-0' there, '0' here.*--guidance cclom") as error:
+        Guidance([make_ptm(digits, classes=renamed)], digits, GuidanceConfig(kind="clom"), "dm", 10)
+    assert "\n" not in str(error.value)
+    auto = Guidance([make_ptm(digits, classes=renamed)], digits, GuidanceConfig(kind="auto"), "dm", 10)
+    assert auto.kind == "cclom"
+
+
+def test_per_arch_alpha_weights_the_drawn_ptm(digits):
+    """A two-arch pool with --alpha convnet3=2 --alpha alexnet=5: each call's loss is the drawn
+    PTM's cross-entropy times its own architecture's weight."""
+    conv, alex = make_ptm(digits), make_ptm(digits, arch="alexnet", seed=4)
+    config = GuidanceConfig(kind="clom", arch_alphas=(("convnet3", 2.0), ("alexnet", 5.0)))
+    guidance = Guidance([conv, alex], digits, config, "dm", 10)
+    assert guidance.alpha == {"alexnet": 5.0, "convnet3": 2.0} and guidance.alpha_source == "user"
+    images, labels = synthetic(digits)
+    seen = set()
+    for seed in range(12):
+        picked = guidance.ptms[guidance.pick(torch.Generator().manual_seed(seed))]
+        loss = guidance.loss(images, labels, torch.Generator().manual_seed(seed), torch.Generator())
+        with torch.no_grad():
+            by_hand = F.cross_entropy(picked.net(images), labels)
+        weight = 2.0 if picked is conv else 5.0
+        assert float(loss) == pytest.approx(weight * float(by_hand), rel=1e-5)
+        seen.add(weight)
+    assert seen == {2.0, 5.0}
+
+
+def test_alpha_for_an_arch_outside_the_pool_is_one_line(digits):
+    config = GuidanceConfig(kind="clom", arch_alphas=(("alexnet", 5.0),))
+    with pytest.raises(ConfigError, match=r"no alexnet PTM in the pool.*convnet3") as error:
+        Guidance([make_ptm(digits)], digits, config, "dm", 10)
+    assert "\n" not in str(error.value)
 
 
 def test_bad_guidance_kind_lists_the_valid_ones(digits):
     with pytest.raises(ConfigError, match="clom"):
-        Guidance([make_ptm(digits)], digits, GuidanceConfig(kind="clomm"), "dm")
+        Guidance([make_ptm(digits)], digits, GuidanceConfig(kind="clomm"), "dm", 10)

@@ -28,6 +28,18 @@ def default_out(dataset: str, method: str, ipc: int, seed: int, guidance=None) -
     return Path("runs") / folder
 
 
+def run_folders(
+    base: Path | None, dataset: str, method: str, ipc: int, seeds: list[int], guidance=None
+) -> list[Path]:
+    """One folder per run: --out DIR itself for one run, DIR/seed<S> for several; by default each
+    run's own default folder (so `--runs 2` reuses what `--seed 1` alone would have written)."""
+    if base is None:
+        return [default_out(dataset, method, ipc, seed, guidance) for seed in seeds]
+    if len(seeds) == 1:
+        return [base]
+    return [base / f"seed{seed}" for seed in seeds]
+
+
 @app.command("distill")
 def distill_command(
     dataset: str = typer.Option(..., "--dataset", help="Data set name or npz:FILE / folder:DIR."),
@@ -37,32 +49,49 @@ def distill_command(
     guidance: str = typer.Option(
         "auto", "--guidance", help="auto | clom | cclom | none (auto: CLoM for PTMs of the target's classes)."
     ),
-    alpha: float | None = typer.Option(None, "--alpha", help="Guidance weight (default per method)."),
+    alpha: list[str] = typer.Option(
+        [], "--alpha",
+        help="Guidance weight: VALUE for every architecture, or ARCH=VALUE (repeatable). "
+        "Default: the authors' table by data set, method and IPC (docs/distill.md).",
+    ),
+    runs: int = typer.Option(1, "--runs", help="Synthetic sets to distil (seeds S..S+N-1), each evaluated."),
     iterations: int | None = typer.Option(None, "--iterations", help="Default: DC/DSA 1000, DM 20000."),
     batch_real: int = typer.Option(256, "--batch-real", help="Real images per class per step."),
-    lr_img: float | None = typer.Option(None, "--lr-img", help="Default: DC/DSA 0.1, DM 1 (10 at IPC>=100)."),
-    init: str = typer.Option("real", "--init", help="real | noise"),
+    lr_img: float | None = typer.Option(
+        None, "--lr-img", help="Default: DC/DSA 0.1, DM 1 (10 on CIFAR-10 at IPC>=100)."
+    ),
+    init: str | None = typer.Option(None, "--init", help="real | noise (default: DC noise, DSA/DM real)."),
     arch: str = typer.Option("convnet3", "--arch", help="Distillation architecture."),
     net_option: list[str] = typer.Option(
         [], "--net-option", help="KEY=VALUE for the distillation net, e.g. width=32 (repeatable)."
     ),
     distance: str = typer.Option("ours", "--distance", help="DC/DSA gradient distance: ours | mse | cos"),
     cclom_batch: int = typer.Option(1024, "--cclom-batch", help="Real target images per CCLoM call."),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="Image side in pixels (default: the data set's; ImageNet subsets 224)."
+    ),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Run folder (default runs/<dataset>-<method>-ipc<K>-seed<S>)."
+        None, "--out",
+        help="Run folder (default runs/<dataset>-<method>-ipc<K>-seed<S>); with --runs: DIR/seed<S>.",
     ),
     checkpoint_every: int = typer.Option(
         100, "--checkpoint-every", help="Iterations between checkpoints (0: only at the end)."
     ),
     eval_models: int = typer.Option(5, "--eval-models", help="Fresh nets per eval arch (0: no evaluation)."),
-    eval_epochs: int = typer.Option(1000, "--eval-epochs", help="Evaluation training epochs."),
+    eval_epochs: int | None = typer.Option(
+        None, "--eval-epochs", help="Evaluation training epochs (default 1000; 300 without augmentation)."
+    ),
     eval_arch: list[str] = typer.Option([], "--eval-arch", help="Evaluation archs (default: --arch)."),
+    eval_augment: str = typer.Option(
+        "dsa", "--eval-augment", help="dsa | dc (the DC reference's rule) | none: augmentation in evaluation."
+    ),
     compile_nets: bool = typer.Option(False, "--compile", help="torch.compile the distillation net."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run report as JSON here."),
 ) -> None:
-    """Distil a data set into IPC images per class, then evaluate the synthetic set."""
+    """Distil a data set into IPC images per class, then evaluate the synthetic set(s)."""
     from ddz.data import check_dataset_name, load_dataset
-    from ddz.distill.evaluate import EvalConfig, check_ipc, evaluate_synset
+    from ddz.distill.alphas import parse_alpha_options
+    from ddz.distill.evaluate import EVAL_CACHE_FILE, EvalConfig, check_ipc, combine_runs, evaluate_cached
     from ddz.distill.guidance import Guidance, GuidanceConfig
     from ddz.distill.loop import distill
     from ddz.distill.methods import DistillConfig
@@ -73,8 +102,9 @@ def distill_command(
     config = DistillConfig(
         method=method, ipc=ipc, iterations=iterations, lr_img=lr_img, batch_real=batch_real, init=init,
         arch=arch, net_options=parse_net_options(net_option), distance=distance, compile=compile_nets,
-    ).resolved()
-    guide_config = GuidanceConfig(kind=guidance, alpha=alpha, cclom_batch=cclom_batch)
+    ).resolved(dataset)
+    alpha_all, alpha_per_arch = parse_alpha_options(alpha)
+    guide_config = GuidanceConfig(guidance, alpha_all, tuple(alpha_per_arch.items()), cclom_batch)
     guide_config.validate()
     if guidance == "none" and ptm:
         raise ConfigError("--guidance none with --ptm: drop --ptm, or choose --guidance auto|clom|cclom")
@@ -82,42 +112,63 @@ def distill_command(
         raise ConfigError(
             f"--guidance {guidance} needs PTMs: add --ptm QUERY (e.g. --ptm 'cifar10/convnet3/*@last')"
         )
+    if alpha and not ptm:
+        raise ConfigError("--alpha weights PTM guidance: add --ptm QUERY, or drop --alpha")
+    if runs < 1:
+        raise ConfigError(f"--runs must be at least 1, got {runs}")
     if eval_models < 0:
         raise ConfigError(f"--eval-models must be >= 0, got {eval_models}")
-    eval_config = EvalConfig(archs=tuple(eval_arch or [arch]), models=max(eval_models, 1), epochs=eval_epochs)
+    eval_config = EvalConfig(
+        archs=tuple(eval_arch or [arch]), models=max(eval_models, 1), epochs=eval_epochs, augment=eval_augment
+    )
     eval_config.validate()
     check_dataset_name(dataset)
 
     device = settings.torch_device
-    data = load_dataset(dataset, settings.data_root, device)
+    data = load_dataset(dataset, settings.data_root, device, resolution)
     check_ipc(data, ipc)
     guide = None
     if ptm:
         from ddz.zoo.registry import load_ptms
 
-        guide = Guidance(load_ptms(ptm, device), data, guide_config, config.method)
-    out_dir = out_dir or default_out(dataset, config.method, ipc, settings.seed, guide)
+        guide = Guidance(load_ptms(ptm, device), data, guide_config, config.method, ipc)
+        console.print(f"guidance: {guide.kind}, alpha {guide.alpha} ({guide.alpha_source})",
+                      markup=False, highlight=False, soft_wrap=True)
+    seeds = [settings.seed + k for k in range(runs)]
+    folders = run_folders(out_dir, dataset, config.method, ipc, seeds, guide)
 
+    synsets, per_run, seconds_eval = [], [], 0.0
     with RichProgress() as progress:
-        synset = distill(
-            data, config, settings.seed, guide, out_dir, checkpoint_every, progress,
-            dataset_name=dataset, ptm_query=ptm,
-        )
-        console.print(
-            f"synthetic set: {out_dir / SYNSET_FILE}\ngrid: {out_dir / GRID_FILE}",
-            markup=False, highlight=False, soft_wrap=True,
-        )
-        started = time.perf_counter()
-        results = {}
-        if eval_models > 0:
-            results = evaluate_synset(
-                synset.images, synset.labels, data, eval_config, settings.seed, progress
+        for seed, folder in zip(seeds, folders, strict=True):
+            synset = distill(
+                data, config, seed, guide, folder, checkpoint_every, progress,
+                dataset_name=dataset, ptm_query=ptm,
             )
+            synsets.append(synset)
+            console.print(
+                f"synthetic set: {folder / SYNSET_FILE}\ngrid: {folder / GRID_FILE}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            if eval_models > 0:
+                started = time.perf_counter()
+                per_run.append(evaluate_cached(
+                    synset.images, synset.labels, data, eval_config, seed, folder / EVAL_CACHE_FILE, progress
+                ))
+                seconds_eval += time.perf_counter() - started
+    first = synsets[0]
+    results = combine_runs(per_run)
     report = RunReport(
-        dataset=dataset, method=synset.method, ipc=synset.ipc, seed=settings.seed, eval=results,
-        ptm_query=list(synset.ptm_query), ptms=list(synset.ptms), guidance=synset.guidance,
-        alpha=synset.alpha, iterations=synset.iterations, seconds_distill=synset.seconds_distill,
-        seconds_eval=time.perf_counter() - started, synset=str(out_dir / SYNSET_FILE),
+        dataset=dataset, method=first.method, ipc=first.ipc, seed=settings.seed, eval=results,
+        ptm_query=list(first.ptm_query), ptms=list(first.ptms), guidance=first.guidance,
+        alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
+        seconds_distill=sum(s.seconds_distill for s in synsets),
+        seconds_eval=seconds_eval,
+        synset=str(folders[0] / SYNSET_FILE) if runs == 1 else None,
+        runs=[
+            {"seed": seed, "synset": str(folder / SYNSET_FILE),
+             "eval": {a: r.to_json() for a, r in result.items()}}
+            for seed, folder, result in zip(seeds, folders, per_run or [{}] * runs, strict=True)
+        ] if runs > 1 else None,
     )
     if results:
         out.print(results_table(report))

@@ -11,73 +11,106 @@ from rich.table import Table
 from ddz.cli.common import RichProgress, out, settings, write_json
 from ddz.cli.main import app
 from ddz.data import load_dataset
-from ddz.distill.evaluate import EvalConfig, evaluate_synset, random_real
+from ddz.distill.evaluate import EvalConfig, combine_runs, evaluate_synset, random_real
 from ddz.distill.report import RunReport
+from ddz.distill.synset import load_synset
 from ddz.errors import ConfigError
 
 
 def results_table(report: RunReport) -> Table:
     table = Table(title=f"{report.dataset} {report.method} IPC {report.ipc}")
-    for column in ("arch", "models", "epochs", "accuracy (%)", "accs"):
+    for column in ("arch", "runs x models", "epochs", "accuracy (%)", "run means" if report.runs else "accs"):
         table.add_column(column)
     for arch, result in report.eval.items():
+        shown = result.run_means if report.runs else result.accs
         table.add_row(
             arch,
-            str(result.models),
+            f"{result.runs} x {result.models}",
             str(result.epochs),
             f"{100 * result.mean:.2f} ± {100 * result.std:.2f}",
-            " ".join(f"{100 * a:.1f}" for a in result.accs),
+            " ".join(f"{100 * a:.1f}" for a in shown),
         )
     return table
 
 
 @app.command("eval")
 def eval_command(
-    synset: Path | None = typer.Argument(None, help="A synthetic set saved by `ddz distill`."),
+    synsets: list[Path] = typer.Argument(
+        None, help="Synthetic sets saved by `ddz distill` (files or run folders); several: one summary."
+    ),
     dataset: str | None = typer.Option(None, "--dataset", help="With --random-real: the data set."),
     random_real_baseline: bool = typer.Option(
         False, "--random-real", help="Evaluate IPC random real images per class instead."
     ),
     ipc: int = typer.Option(10, "--ipc", help="Images per class for --random-real."),
+    runs: int = typer.Option(1, "--runs", help="With --random-real: draws (seeds S..S+N-1)."),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="With --random-real: image side in pixels (default: the data set's)."
+    ),
     arch: list[str] = typer.Option(["convnet3"], "--arch", help="Architectures (repeatable)."),
     models: int = typer.Option(5, "--models", help="Fresh nets trained per architecture."),
-    epochs: int = typer.Option(1000, "--epochs", help="Training epochs (lr x0.1 at half)."),
+    epochs: int | None = typer.Option(
+        None, "--epochs",
+        help="Training epochs E (E+1 run, lr x0.1 after E//2+1); default 1000, 300 unaugmented.",
+    ),
     batch_size: int = typer.Option(256, "--batch-size"),
-    no_dsa: bool = typer.Option(False, "--no-dsa", help="Train without DSA augmentation."),
+    augment: str = typer.Option("dsa", "--augment", help="dsa | dc (the DC reference's rule) | none"),
+    no_dsa: bool = typer.Option(False, "--no-dsa", help="Same as --augment none."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
-    """Evaluate by the protocol: N fresh nets per arch, DSA, SGD, accuracy on the real test set."""
+    """Evaluate by the protocol: N fresh nets per arch, SGD, accuracy on the real test set.
+
+    Several synthetic sets (or --random-real --runs N) are evaluated one after another, set k with
+    seed S+k, and summarised as the reference does: mean and std over all sets x models."""
     config = EvalConfig(
-        archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size, dsa=not no_dsa
+        archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
+        augment="none" if no_dsa else augment,
     )
     config.validate()
+    if runs < 1:
+        raise ConfigError(f"--runs must be at least 1, got {runs}")
     device = settings.torch_device
+    seeds = [settings.seed + k for k in range(runs if random_real_baseline else len(synsets or [1]))]
+    per_run = []
     if random_real_baseline:
-        if dataset is None or synset is not None:
+        if dataset is None or synsets:
             raise ConfigError("--random-real needs --dataset D (and no SYNSET argument)")
-        data = load_dataset(dataset, settings.data_root, device)
-        images, labels = random_real(data, ipc, settings.seed)
-        method, query, ptms, guidance, alpha, iterations = "random-real", [], [], None, 0.0, 0
-        seconds = 0.0
+        data = load_dataset(dataset, settings.data_root, device, resolution)
+        sets = [(*random_real(data, ipc, seed), seed) for seed in seeds]
+        meta = dict(method="random-real", ptm_query=[], ptms=[], guidance=None, alpha=0.0,
+                    alpha_source=None, iterations=0, seconds_distill=0.0)
+        names: list[str | None] = [None] * len(sets)
     else:
-        if synset is None:
-            raise ConfigError("give a SYNSET file, or --random-real --dataset D --ipc K")
-        from ddz.distill.synset import load_synset
-
-        saved = load_synset(synset)
-        data = load_dataset(saved.dataset, settings.data_root, device)
-        images, labels, ipc = saved.images, saved.labels, saved.ipc
-        method, query, ptms = saved.method, saved.ptm_query, saved.ptms
-        guidance, alpha, iterations = saved.guidance, saved.alpha, saved.iterations
-        seconds = saved.seconds_distill
+        if not synsets:
+            raise ConfigError("give one or more SYNSET files, or --random-real --dataset D --ipc K")
+        saved = [load_synset(path) for path in synsets]
+        first = saved[0]
+        for path, other in zip(synsets[1:], saved[1:], strict=True):
+            if (other.dataset, other.ipc, other.classes) != (first.dataset, first.ipc, first.classes):
+                raise ConfigError(
+                    f"{path} is {other.dataset} IPC {other.ipc} but {synsets[0]} is {first.dataset} "
+                    f"IPC {first.ipc}; evaluate synthetic sets of one setting together"
+                )
+        data = load_dataset(first.dataset, settings.data_root, device, first.images.shape[-1])
+        ipc = first.ipc
+        sets = [(s.images, s.labels, seed) for s, seed in zip(saved, seeds, strict=True)]
+        meta = dict(method=first.method, ptm_query=first.ptm_query, ptms=first.ptms, guidance=first.guidance,
+                    alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
+                    seconds_distill=sum(s.seconds_distill for s in saved))
+        names = [str(path) for path in synsets]
     started = time.perf_counter()
     with RichProgress() as progress:
-        results = evaluate_synset(images, labels, data, config, settings.seed, progress)
+        for images, labels, seed in sets:
+            per_run.append(evaluate_synset(images, labels, data, config, seed, progress))
+    several = len(sets) > 1
     report = RunReport(
-        dataset=data.name, method=method, ipc=ipc, seed=settings.seed, eval=results,
-        ptm_query=query, ptms=ptms, guidance=guidance, alpha=alpha, iterations=iterations,
-        seconds_distill=seconds, seconds_eval=time.perf_counter() - started,
-        synset=str(synset) if synset else None,
+        dataset=data.name, ipc=ipc, seed=settings.seed, eval=combine_runs(per_run),
+        seconds_eval=time.perf_counter() - started, synset=None if several else names[0],
+        runs=[
+            {"seed": seed, "synset": name, "eval": {a: r.to_json() for a, r in result.items()}}
+            for (_, _, seed), name, result in zip(sets, names, per_run, strict=True)
+        ] if several else None,
+        **meta,
     )
     out.print(results_table(report))
     write_json(json_path, report.to_json())

@@ -79,6 +79,9 @@ def train_command(
     ),
     time_limit: str = typer.Option("240", "--time", help="SLURM time limit: minutes or H:MM:SS."),
     mem: str | None = typer.Option(None, "--mem", help="SLURM memory per job, e.g. 16G."),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="Image side in pixels (default: the data set's; ImageNet subsets 224)."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the grid summary as JSON here."),
 ) -> None:
     """Train seeds x archs by the PTM recipe, keeping epoch snapshots; resumable and re-submittable."""
@@ -125,7 +128,7 @@ def train_command(
     # "auto" travels as is: each worker picks its own node's device.
     device = "auto" if settings.device == "auto" else resolve_device(settings.torch_device)
     check_data_reachable(dataset, settings.data_root)
-    data = load_dataset(dataset, settings.data_root, "cpu")
+    data = load_dataset(dataset, settings.data_root, "cpu", resolution)
     planned = plan_grid(
         dataset,
         arch,
@@ -134,6 +137,7 @@ def train_command(
         data,
         settings.data_root,
         device=device,
+        resolution=resolution,
     )
     todo = sum(state != "done" for _, state in planned)
     console.print(

@@ -42,7 +42,7 @@ PATHMNIST_CLASSES = [
     "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium",
 ]
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
-IMAGENET_SUBSET_RESOLUTION = 128
+IMAGENET_SUBSET_RESOLUTION = 224  # the paper runs ImageNette and ImageFruit at 224 x 224
 FOLDER_FALLBACK_RESOLUTION = 32
 
 

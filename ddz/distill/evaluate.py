@@ -1,50 +1,84 @@
 """The evaluation protocol: train fresh nets on a synthetic set, test on the real test split.
 
-SGD(lr 0.01, momentum 0.9, weight decay 5e-4), batch 256, per-image DSA on every batch, E epochs
-with the learning rate x0.1 at E/2, accuracy at the END (not the best epoch), over N models per
-architecture: mean +- std.
+To the letter of the reference (DatasetCondensation utils.py `evaluate_synset`): SGD(lr 0.01,
+momentum 0.9, weight decay 5e-4), batch 256, augmentation on every batch, `for ep in
+range(E + 1)` (E + 1 epochs), and after epoch E // 2 + 1 the learning rate x0.1 with a NEW
+optimiser (momentum buffers reset); accuracy at the END (not the best epoch), over N models per
+architecture: mean +- std (population std, as np.std).
+
+Augmentation: "dsa" (per-image DSA, the DSA/DM papers and the CLoM paper's validate.py), "dc"
+(the DC reference's get_daparam: crop_scale_rotate on MNIST, crop_noise for a BatchNorm ConvNet,
+none otherwise) or "none". E defaults to the reference main.py's rule: 1000 with augmentation,
+300 without.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
 from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
-from ddz.errors import ConfigError
+from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
+from ddz.distill.synset import content_sha256
+from ddz.errors import ConfigError, unknown_name
+from ddz.io import atomic_write_json
 from ddz.nets import build_net, check_arch
 from ddz.progress import NullProgress, Progress
 from ddz.seeding import derive_seed, generator
 from ddz.training import accuracy, train_epoch
 
+AUGMENTS = ("dsa", "dc", "none")
+EPOCHS_AUGMENTED, EPOCHS_PLAIN = 1000, 300  # reference main.py: with / without augmentation
+
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """`epochs` None: 1000 when the nets train with augmentation, 300 without (per arch, since
+    the DC rule depends on it)."""
+
     archs: tuple[str, ...] = ("convnet3",)
     models: int = 5
-    epochs: int = 1000
+    epochs: int | None = None
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    dsa: bool = True
+    augment: str = "dsa"
     dsa_config: DSAConfig = field(default_factory=DSAConfig)
 
     def validate(self) -> None:
         for arch in self.archs:
             check_arch(arch)
-        if self.models < 1 or self.epochs < 1:
+        if self.augment not in AUGMENTS:
+            raise ConfigError(unknown_name("evaluation augmentation", self.augment, AUGMENTS))
+        if self.models < 1 or (self.epochs is not None and self.epochs < 1):
             raise ConfigError("--models and --epochs must be at least 1")
+
+    def dc_strategy(self, dataset: ImageDataset, arch: str) -> str:
+        return strategy_for(dataset.name, arch) if self.augment == "dc" else "none"
+
+    def epochs_for(self, dataset: ImageDataset, arch: str) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        augmented = self.augment == "dsa" or self.dc_strategy(dataset, arch) != "none"
+        return EPOCHS_AUGMENTED if augmented else EPOCHS_PLAIN
 
 
 @dataclass
 class ArchResult:
+    """The accuracies of one architecture: `models` nets per synthetic set, `runs` sets (accs is
+    run-major). mean and std are over all of them, as the reference reports (np.mean, np.std)."""
+
     accs: list[float]
     epochs: int
     models: int
+    runs: int = 1
 
     @property
     def mean(self) -> float:
@@ -54,8 +88,30 @@ class ArchResult:
     def std(self) -> float:
         return statistics.pstdev(self.accs) if len(self.accs) > 1 else 0.0
 
+    @property
+    def run_means(self) -> list[float]:
+        per_run = self.models
+        return [statistics.fmean(self.accs[i : i + per_run]) for i in range(0, len(self.accs), per_run)]
+
     def to_json(self) -> dict:
-        return {**asdict(self), "mean": self.mean, "std": self.std}
+        return {**asdict(self), "mean": self.mean, "std": self.std, "run_means": self.run_means}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ArchResult:
+        return cls(list(data["accs"]), int(data["epochs"]), int(data["models"]), int(data.get("runs", 1)))
+
+
+def combine_runs(results: list[dict[str, ArchResult]]) -> dict[str, ArchResult]:
+    """One summary per architecture over several synthetic sets (each evaluated alike)."""
+    if not results:
+        return {}
+    return {
+        arch: ArchResult(
+            [acc for result in results for acc in result[arch].accs],
+            first.epochs, first.models, sum(result[arch].runs for result in results),
+        )
+        for arch, first in results[0].items()
+    }
 
 
 def train_and_test(
@@ -72,24 +128,39 @@ def train_and_test(
         arch, dataset.channels, dataset.num_classes, dataset.image_size,
         generator_seed=derive_seed(seed, "init"),
     ).to(images.device)
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    decay_at = config.epochs // 2
+
+    def sgd(lr: float) -> torch.optim.SGD:
+        return torch.optim.SGD(
+            net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+
+    epochs = config.epochs_for(dataset, arch)
+    decay_after = epochs // 2 + 1
+    optimizer = sgd(config.lr)
     order = generator(seed, "order", device=images.device)
-    augment = None
-    if config.dsa:
-        dsa = DSA(config.dsa_config, derive_seed(seed, "dsa"), images.device)
-        augment = lambda x: dsa(x, dsa.per_sample(len(x)))  # noqa: E731
+    augment = training_augmentation(config, dataset, arch, seed, images.device)
     images, labels = images.detach(), labels.detach()
-    for epoch in range(config.epochs):
-        if epoch == decay_at:
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.1
+    for epoch in range(epochs + 1):
         train_epoch(net, images, labels, optimizer, config.batch_size, order, augment)
+        if epoch == decay_after:
+            optimizer = sgd(config.lr * 0.1)
         if progress_task is not None:
             progress_task.advance(1)
     return accuracy(net, dataset.test_images, dataset.test_labels)
+
+
+def training_augmentation(
+    config: EvalConfig, dataset: ImageDataset, arch: str, seed: int, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The per-batch augmentation of one evaluation net, drawn from `seed` alone."""
+    if config.augment == "dsa":
+        dsa = DSA(config.dsa_config, derive_seed(seed, "dsa"), device)
+        return lambda x: dsa(x, dsa.per_sample(len(x)))
+    strategy = config.dc_strategy(dataset, arch)
+    if strategy == "none":
+        return None
+    dc_config, gen = DCAugConfig(strategy), generator(seed, "dc-augment", device=device)
+    return lambda x: dc_augment(x, dc_config, gen)
 
 
 def evaluate_synset(
@@ -107,7 +178,8 @@ def evaluate_synset(
     images = images.to(dataset.device)
     labels = labels.to(dataset.device)
     for arch in config.archs:
-        task = progress.task(f"eval {arch}", config.models * config.epochs)
+        epochs = config.epochs_for(dataset, arch)
+        task = progress.task(f"eval {arch}", config.models * (epochs + 1))
         accs = [
             train_and_test(
                 arch, images, labels, dataset, config, derive_seed(seed, "eval", arch, i), task
@@ -115,7 +187,7 @@ def evaluate_synset(
             for i in range(config.models)
         ]
         task.close()
-        results[arch] = ArchResult(accs, config.epochs, config.models)
+        results[arch] = ArchResult(accs, epochs, config.models)
     return results
 
 
@@ -135,3 +207,33 @@ def check_ipc(dataset: ImageDataset, ipc: int) -> None:
             f"--ipc {ipc} is out of range for {dataset.name}: its smallest class has "
             f"{smallest} training images; choose 1..{smallest}"
         )
+
+
+EVAL_CACHE_FILE = "eval.json"
+
+
+def evaluate_cached(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: ImageDataset,
+    config: EvalConfig,
+    seed: int,
+    cache: Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, ArchResult]:
+    """`evaluate_synset`, kept in `cache` (a JSON file) keyed by the synthetic set's content, the
+    evaluation settings and the seed, so that a re-run (e.g. a resumed `--runs N`) reuses it."""
+    key = {
+        "synset_sha256": content_sha256({"images": images, "labels": labels}),
+        "config": json.loads(json.dumps(asdict(config))),
+        "seed": seed,
+        "test_images": len(dataset.test_images),
+    }
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return {arch: ArchResult.from_json(result) for arch, result in saved["eval"].items()}
+    results = evaluate_synset(images, labels, dataset, config, seed, progress)
+    if cache is not None:
+        atomic_write_json(cache, {"key": key, "eval": {a: r.to_json() for a, r in results.items()}})
+    return results

@@ -21,18 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from ddz.data.base import ImageDataset
+from ddz.distill.alphas import AlphaChoice, resolve_alphas
 from ddz.errors import ConfigError, unknown_name
 from ddz.zoo.ptm import PTM
 
 KINDS = ("auto", "clom", "cclom", "none")
-
-# alpha per distillation method when --alpha is not given; see docs/distill.md for where these
-# come from (the paper gives no number; the authors' README runs DC with --alphas 1000).
-DEFAULT_ALPHA = {"dc": 1000.0, "dsa": 1000.0, "dm": 10.0}
-
-
-def default_alpha(method: str) -> float:
-    return DEFAULT_ALPHA[method]
 
 
 def clom_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -58,19 +51,19 @@ def cclom_loss(
 @dataclass(frozen=True)
 class GuidanceConfig:
     """`kind`: auto (CLoM for PTMs trained on the target's classes, else CCLoM), clom, cclom.
-    `alpha`: None takes DEFAULT_ALPHA[method]. `cclom_batch`: real target images per CCLoM call
-    (the paper does not give it; the authors' README example uses 8196, ddz takes fewer to keep
-    the extra forward cheap)."""
+    `alpha` (every architecture) and `arch_alphas` (per architecture, wins): None / empty take
+    the default of ddz.distill.alphas (the authors' table, or the measured rule).
+    `cclom_batch`: real target images per CCLoM call (the paper does not give it; the authors'
+    README example uses 8196, ddz takes fewer to keep the extra forward cheap)."""
 
     kind: str = "auto"
     alpha: float | None = None
+    arch_alphas: tuple[tuple[str, float], ...] = ()
     cclom_batch: int = 1024
 
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(unknown_name("guidance", self.kind, KINDS))
-        if self.alpha is not None and self.alpha < 0:
-            raise ConfigError(f"--alpha must be >= 0, got {self.alpha}")
         if self.cclom_batch < 1:
             raise ConfigError(f"--cclom-batch must be at least 1, got {self.cclom_batch}")
 
@@ -84,7 +77,9 @@ def ptm_arch(ptm: PTM) -> str:
 class Guidance:
     """A pool of PTMs and the loss they add to a distillation step."""
 
-    def __init__(self, ptms: Sequence[PTM], dataset: ImageDataset, config: GuidanceConfig, method: str):
+    def __init__(
+        self, ptms: Sequence[PTM], dataset: ImageDataset, config: GuidanceConfig, method: str, ipc: int
+    ):
         config.validate()
         if config.kind == "none" or not ptms:
             raise ConfigError("guidance needs at least one PTM (--ptm QUERY) and --guidance auto|clom|cclom")
@@ -96,20 +91,36 @@ class Guidance:
                 )
         self.ptms = [ptm.freeze(dataset.device) for ptm in ptms]
         self.kinds = [self._kind_for(ptm, config.kind, dataset) for ptm in self.ptms]
-        self.alpha = float(config.alpha if config.alpha is not None else default_alpha(method))
         self.config, self.dataset = config, dataset
         self.groups: dict[str, list[int]] = {}
         for i, ptm in enumerate(self.ptms):
             self.groups.setdefault(ptm_arch(ptm), []).append(i)
+        self.alphas: AlphaChoice = resolve_alphas(
+            dataset.name, method, ipc, self.groups, config.alpha, dict(config.arch_alphas)
+        )
+
+    @property
+    def alpha(self) -> float | dict[str, float]:
+        """One number when the pool's architectures share it, else {arch: alpha}."""
+        return self.alphas.value
+
+    @property
+    def alpha_source(self) -> str:
+        return self.alphas.source
 
     @staticmethod
     def _kind_for(ptm: PTM, kind: str, dataset: ImageDataset) -> str:
         if kind == "auto":
             return "clom" if list(ptm.classes) == list(dataset.classes) else "cclom"
-        if kind == "clom" and ptm.num_classes != dataset.num_classes:
+        if kind == "clom" and list(ptm.classes) != list(dataset.classes):
+            differ = next(
+                (f"class {i} is {a!r} there, {b!r} here"
+                 for i, (a, b) in enumerate(zip(ptm.classes, dataset.classes, strict=False)) if a != b),
+                f"{ptm.num_classes} classes there, {dataset.num_classes} here",
+            )
             raise ConfigError(
-                f"--guidance clom needs PTMs trained on {dataset.name}'s {dataset.num_classes} classes, "
-                f"but {ptm.name} has {ptm.num_classes}; use --guidance cclom (or auto)"
+                f"--guidance clom needs PTMs trained on {dataset.name}'s classes, but {ptm.name} "
+                f"differs ({differ}); use --guidance cclom (or auto)"
             )
         return kind
 
@@ -137,14 +148,15 @@ class Guidance:
     ) -> torch.Tensor:
         index = self.pick(pick_generator)
         ptm, kind = self.ptms[index], self.kinds[index]
+        alpha = self.alphas.per_arch[ptm_arch(ptm)]
         data = self.dataset
         x = ptm.adapt(images, data.mean, data.std)
         if kind == "clom":
-            return self.alpha * clom_loss(ptm.net(x), labels)
+            return alpha * clom_loss(ptm.net(x), labels)
         pick = torch.randint(
             len(data.train_images), (self.config.cclom_batch,),
             generator=data_generator, device=data_generator.device,
         ).to(data.device)
         with torch.no_grad():
             real = ptm.net.embed(ptm.adapt(data.train_images[pick], data.mean, data.std))
-        return self.alpha * cclom_loss(ptm.net.embed(x), labels, real, data.train_labels[pick])
+        return alpha * cclom_loss(ptm.net.embed(x), labels, real, data.train_labels[pick])

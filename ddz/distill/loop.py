@@ -82,7 +82,7 @@ def distill(
     ptm_query: Sequence[str] = (),
 ) -> SynSet:
     """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save."""
-    config = config.resolved()
+    config = config.resolved(dataset.name)
     check_ipc(dataset, config.ipc)
     dataset_name = dataset_name or dataset.name
     identity = run_identity(dataset, dataset_name, config, seed, guidance)
@@ -146,6 +146,7 @@ def distill(
         ptms=guidance.describe() if guidance is not None else [],
         guidance=guidance.kind if guidance is not None else None,
         alpha=guidance.alpha if guidance is not None else 0.0,
+        alpha_source=guidance.alpha_source if guidance is not None else None,
         iterations=config.iterations, seconds_distill=seconds,
     )
     if out is not None:

@@ -17,11 +17,13 @@ class RunReport:
     ptm_query: list[str] = field(default_factory=list)
     ptms: list[dict[str, str]] = field(default_factory=list)  # [{"name", "sha256"}]
     guidance: str | None = None
-    alpha: float = 0.0
+    alpha: float | dict[str, float] = 0.0
+    alpha_source: str | None = None
     iterations: int = 0
     seconds_distill: float = 0.0
     seconds_eval: float = 0.0
     synset: str | None = None
+    runs: list[dict] | None = None  # with --runs N: [{"seed", "synset", "eval"}] per synthetic set
 
     @property
     def iters_per_sec(self) -> float | None:
@@ -36,6 +38,7 @@ class RunReport:
             "ptms": list(self.ptms),
             "guidance": self.guidance,
             "alpha": self.alpha,
+            "alpha_source": self.alpha_source,
             "iterations": self.iterations,
             "seconds_distill": round(self.seconds_distill, 3),
             "iters_per_sec": self.iters_per_sec,
@@ -43,4 +46,5 @@ class RunReport:
             "seed": self.seed,
             "synset": self.synset,
             "eval": {arch: result.to_json() for arch, result in self.eval.items()},
+            **({"runs": self.runs} if self.runs is not None else {}),
         }

@@ -47,7 +47,8 @@ class SynSet:
     ptm_query: list[str] = field(default_factory=list)
     ptms: list[dict[str, str]] = field(default_factory=list)
     guidance: str | None = None
-    alpha: float = 0.0
+    alpha: float | dict[str, float] = 0.0  # one number, or {arch: alpha} for a mixed pool
+    alpha_source: str | None = None
     iterations: int = 0
     seconds_distill: float = 0.0
 
@@ -57,7 +58,7 @@ class SynSet:
             "config": self.config, "classes": list(self.classes),
             "mean": list(self.mean), "std": list(self.std),
             "ptm_query": list(self.ptm_query), "ptms": list(self.ptms),
-            "guidance": self.guidance, "alpha": self.alpha,
+            "guidance": self.guidance, "alpha": self.alpha, "alpha_source": self.alpha_source,
             "iterations": self.iterations, "seconds_distill": self.seconds_distill,
         }
 
@@ -128,9 +129,13 @@ def load_synset(path: str | Path) -> SynSet:
         config=meta["config"], classes=list(meta["classes"]),
         mean=tuple(meta["mean"]), std=tuple(meta["std"]),
         ptm_query=list(meta["ptm_query"]), ptms=list(meta["ptms"]),
-        guidance=meta["guidance"], alpha=float(meta["alpha"]),
+        guidance=meta["guidance"], alpha=_alpha(meta["alpha"]), alpha_source=meta.get("alpha_source"),
         iterations=int(meta["iterations"]), seconds_distill=float(meta["seconds_distill"]),
     )
+
+
+def _alpha(value: Any) -> float | dict[str, float]:
+    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value)
 
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:

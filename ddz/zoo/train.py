@@ -174,6 +174,7 @@ class TrainJob:
     zoo_root: str | None = None
     device: str = "auto"
     data_fingerprint: str | None = None
+    resolution: int | None = None  # image side the data set is loaded at (None: its default)
 
     @property
     def slug(self) -> str:
@@ -410,7 +411,7 @@ def train_run(job: TrainJob, task: Task | None = None, data: ImageDataset | None
     device = resolve_device(job.device)
     if data is None:
         check_data_reachable(job.dataset, job.data_root)
-        data = load_dataset(job.dataset, job.data_root, device)
+        data = load_dataset(job.dataset, job.data_root, device, job.resolution)
     else:
         data = data.to(device)
     fingerprint = data.fingerprint()
@@ -546,6 +547,7 @@ def plan_grid(
     data_root: str | Path = "data",
     zoo_root: Path | None = None,
     device: str = "auto",
+    resolution: int | None = None,
 ) -> list[tuple[TrainJob, str]]:
     """Every (arch, seed) job with its state ('new', 'partial', 'done'), checked before anything
     runs: unknown archs, nets that do not fit the data, and recipe clashes fail here, in one line."""
@@ -573,6 +575,7 @@ def plan_grid(
                 str(zoo_root.resolve()),
                 device,
                 fingerprint,
+                resolution,
             )
             jobs.append((job, run_state(job)))
     return jobs

@@ -13,7 +13,7 @@ from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
 from ddz.errors import ConfigError, unknown_name
 from ddz.nets import build_net, check_arch
-from ddz.nets.batching import device_layout
+from ddz.nets.batching import device_layout, has_batch_statistics
 from ddz.seeding import derive_seed, generator
 
 METHODS = ("dc", "dsa", "dm")
@@ -46,10 +46,23 @@ def loops_for_ipc(ipc: int) -> tuple[int, int]:
     return ipc, max(1, round(500 / ipc))
 
 
+# The init of the reference commands: DC's README runs main.py with its default (noise), DSA's
+# README adds --init real, DM's README (and main_DM.py's default) use real.
+DEFAULT_INIT = {"dc": "noise", "dsa": "real", "dm": "real"}
+
+
+def default_lr_img(method: str, dataset: str | None, ipc: int) -> float:
+    """DC/DSA 0.1 (main.py); DM 1, except 10 on CIFAR-10 at IPC >= 100 (the DM README: lr_img 1
+    for CIFAR-10 IPC 1/10/50 and every CIFAR-100 IPC up to 125, 10 for CIFAR-10 IPC >= 100)."""
+    if method != "dm":
+        return 0.1
+    return 10.0 if dataset == "cifar10" and ipc >= 100 else 1.0
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """One distillation run. `None` fields take the protocol's per-method defaults in `resolved()`:
-    iterations DC/DSA 1000, DM 20000; lr_img DC/DSA 0.1, DM 1.0 (10 for IPC >= 100);
+    iterations DC/DSA 1000, DM 20000; lr_img by `default_lr_img`; init by DEFAULT_INIT;
     outer/inner loops from `loops_for_ipc` (DC/DSA only)."""
 
     method: str = "dm"
@@ -60,7 +73,7 @@ class DistillConfig:
     momentum: float = 0.5
     batch_real: int = 256
     batch_train: int = 256
-    init: str = "real"
+    init: str | None = None
     arch: str = "convnet3"
     net_options: tuple[tuple[str, Any], ...] = ()  # e.g. (("width", 32),): build_net overrides
     distance: str = "ours"
@@ -74,21 +87,18 @@ class DistillConfig:
         """DSA is on for DSA and DM (the protocol), off for DC."""
         return self.method in ("dsa", "dm")
 
-    def resolved(self) -> DistillConfig:
+    def resolved(self, dataset: str | None = None) -> DistillConfig:
+        """Every default filled in; `dataset` (its name) decides DM's lr_img."""
         self.validate()
         dm = self.method == "dm"
         iterations = self.iterations if self.iterations is not None else (20000 if dm else 1000)
-        if self.lr_img is not None:
-            lr_img = self.lr_img
-        elif dm:
-            lr_img = 10.0 if self.ipc >= 100 else 1.0
-        else:
-            lr_img = 0.1
+        lr_img = self.lr_img if self.lr_img is not None else default_lr_img(self.method, dataset, self.ipc)
         outer, inner = (None, None) if dm else loops_for_ipc(self.ipc)
         return replace(
             self,
             iterations=iterations,
             lr_img=lr_img,
+            init=self.init or DEFAULT_INIT[self.method],
             outer_loop=self.outer_loop if self.outer_loop is not None else outer,
             inner_loop=self.inner_loop if self.inner_loop is not None else inner,
         )
@@ -96,7 +106,7 @@ class DistillConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(unknown_name("method", self.method, METHODS))
-        if self.init not in INITS:
+        if self.init is not None and self.init not in INITS:
             raise ConfigError(unknown_name("init", self.init, INITS))
         if self.distance not in DISTANCES:
             raise ConfigError(unknown_name("distance", self.distance, DISTANCES))
@@ -211,7 +221,7 @@ class NetSource:
         self._net: nn.Module | None = None
         self._fast: Any = None
         try:
-            self._build(0)
+            self.batch_statistics = has_batch_statistics(self._build(0))
         except (TypeError, ValueError) as error:
             raise ConfigError(
                 f"--net-option {self.options} does not fit {self.arch} ({error}); "

@@ -74,7 +74,11 @@ class DistributionMatching:
         self.config, self.dataset, self.guidance = config, dataset, guidance
         self.nets = NetSource(config, dataset, entry="embed")
         self.n_real = real_batch_size(dataset, config.batch_real)
-        self.chunk = classes_per_forward(self.n_real, dataset, config)
+        # BatchNorm statistics must cover every class, as in the reference: one forward, no chunks.
+        if self.nets.batch_statistics:
+            self.chunk = dataset.num_classes
+        else:
+            self.chunk = classes_per_forward(self.n_real, dataset, config)
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
         data = self.dataset
