@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import statistics
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import ddz_executable
 
@@ -108,3 +111,82 @@ def test_guided_runs_get_their_own_folder(digits):
         "digits", "dm", 10, 0, Guidance([ptm], digits, GuidanceConfig(alpha=2.0), "dm", 10)
     )
     assert one.name.startswith("digits-dm-ipc10-seed0-clom-") and one != two
+
+
+RUNS = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "2", "--iterations", "6",
+        "--net-option", "width=8", "--batch-real", "32", "--eval-models", "2", "--eval-epochs", "3"]
+
+
+def test_runs_two_gives_two_synsets_and_the_reference_summary(run_ddz, tmp_path):
+    result = run_ddz(*RUNS, "--runs", "2", "--out", "two", "--json", "two.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "two.json").read_text())
+    assert [run["seed"] for run in report["runs"]] == [0, 1]
+    a, b = load_synset(tmp_path / "two" / "seed0"), load_synset(tmp_path / "two" / "seed1")
+    assert (a.seed, b.seed) == (0, 1) and not torch.equal(a.images, b.images)
+    accs = [acc for run in report["runs"] for acc in run["eval"]["convnet3"]["accs"]]
+    summary = report["eval"]["convnet3"]
+    assert summary["accs"] == accs and len(accs) == 4 and summary["runs"] == 2 and summary["models"] == 2
+    assert summary["mean"] == pytest.approx(statistics.fmean(accs))
+    assert summary["std"] == pytest.approx(statistics.pstdev(accs))
+    assert summary["run_means"] == pytest.approx([statistics.fmean(accs[:2]), statistics.fmean(accs[2:])])
+    # run k is exactly what --seed S+k alone gives
+    alone = run_ddz("--seed", "1", *RUNS, "--out", "alone", "--json", "alone.json")
+    assert alone.returncode == 0, alone.stderr
+    assert torch.equal(load_synset(tmp_path / "alone").images, b.images)
+    alone_accs = json.loads((tmp_path / "alone.json").read_text())["eval"]["convnet3"]["accs"]
+    assert alone_accs == report["runs"][1]["eval"]["convnet3"]["accs"]
+
+
+def test_runs_resume_after_a_kill_between_runs(run_ddz, tmp_path):
+    args = [*RUNS, "--runs", "2", "--out", "killed", "--json", "killed.json"]
+    env = {**os.environ, "DDZ_HOME": str(tmp_path / "ddz-home")}
+    proc = subprocess.Popen([*ddz_executable(), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_done = tmp_path / "killed" / "seed0" / "eval.json"
+    deadline = time.monotonic() + 240
+    while not first_done.exists():
+        assert proc.poll() is None, "the command ended before finishing its first run"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed.json").exists()
+    kept = (tmp_path / "killed" / "seed0" / SYNSET_FILE).stat().st_mtime_ns
+
+    resumed = run_ddz(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "killed" / "seed0" / SYNSET_FILE).stat().st_mtime_ns == kept  # not redone
+    straight = run_ddz(*RUNS, "--runs", "2", "--out", "straight", "--json", "straight.json")
+    assert straight.returncode == 0, straight.stderr
+    got = json.loads((tmp_path / "killed.json").read_text())
+    want = json.loads((tmp_path / "straight.json").read_text())
+    assert got["eval"] == want["eval"]
+    for seed in (0, 1):
+        assert torch.equal(load_synset(tmp_path / "killed" / f"seed{seed}").images,
+                           load_synset(tmp_path / "straight" / f"seed{seed}").images)
+
+
+def test_alpha_in_the_json_and_its_errors_with_a_real_pool(run_ddz, tmp_path):
+    from ddz.distill.alphas import MEASURED_RULE
+
+    trained = run_ddz("zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--seeds", "1",
+                      "--epochs", "1", "--net-option", "width=4")
+    assert trained.returncode == 0, trained.stderr
+    guided = [*RUNS[:-4], "--eval-models", "0", "--ptm", "digits/convnet3/*"]
+    default = run_ddz(*guided, "--json", "default.json")
+    assert default.returncode == 0, default.stderr
+    report = json.loads((tmp_path / "default.json").read_text())
+    assert report["alpha"] == MEASURED_RULE["dm"] and report["alpha_source"].startswith("rule:")
+    assert report["guidance"] == "clom"
+    user = run_ddz(*guided, "--alpha", "convnet3=7", "--json", "user.json")
+    assert user.returncode == 0, user.stderr
+    report = json.loads((tmp_path / "user.json").read_text())
+    assert report["alpha"] == 7.0 and report["alpha_source"] == "user"
+    line = one_line_error(run_ddz(*guided, "--alpha", "alexnet=5"))
+    assert "no alexnet PTM in the pool" in line and "convnet3" in line
+    for bad in ("convnet3=abc", "-1", "nan", "inf"):
+        line = one_line_error(run_ddz(*guided, "--alpha", bad))
+        assert "--alpha" in line
+    line = one_line_error(run_ddz(*RUNS, "--alpha", "10"))
+    assert "--ptm" in line

@@ -114,7 +114,8 @@ def _scale(x: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
 
 def _rotate(x: torch.Tensor, fill: float, max_degrees: int, gen: torch.Generator) -> torch.Tensor:
     n = len(x)
-    degrees = torch.randint(-max_degrees, max_degrees, (n,), generator=gen, device=x.device)
+    # numpy's randint(-45, 45) as the reference: -45..44 (and 0 for a limit of 0)
+    degrees = torch.randint(-max_degrees, max(max_degrees, 1), (n,), generator=gen, device=x.device)
     angle = degrees.to(x.dtype) * (math.pi / 180)
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero = torch.zeros_like(cos)

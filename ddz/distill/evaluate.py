@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
@@ -114,7 +115,7 @@ def combine_runs(results: list[dict[str, ArchResult]]) -> dict[str, ArchResult]:
     }
 
 
-def train_and_test(
+def train_net(
     arch: str,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -122,8 +123,8 @@ def train_and_test(
     config: EvalConfig,
     seed: int,
     progress_task=None,
-) -> float:
-    """Train one fresh `arch` on (images, labels) by the protocol; return real test accuracy."""
+) -> nn.Module:
+    """One fresh `arch` trained on (images, labels) by the protocol, every draw from `seed`."""
     net = build_net(
         arch, dataset.channels, dataset.num_classes, dataset.image_size,
         generator_seed=derive_seed(seed, "init"),
@@ -146,6 +147,20 @@ def train_and_test(
             optimizer = sgd(config.lr * 0.1)
         if progress_task is not None:
             progress_task.advance(1)
+    return net
+
+
+def train_and_test(
+    arch: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: ImageDataset,
+    config: EvalConfig,
+    seed: int,
+    progress_task=None,
+) -> float:
+    """Train one fresh `arch` on (images, labels) by the protocol; return real test accuracy."""
+    net = train_net(arch, images, labels, dataset, config, seed, progress_task)
     return accuracy(net, dataset.test_images, dataset.test_labels)
 
 
