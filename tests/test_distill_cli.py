@@ -130,6 +130,11 @@ def test_runs_two_gives_two_synsets_and_the_reference_summary(run_ddz, tmp_path)
     assert summary["mean"] == pytest.approx(statistics.fmean(accs))
     assert summary["std"] == pytest.approx(statistics.pstdev(accs))
     assert summary["run_means"] == pytest.approx([statistics.fmean(accs[:2]), statistics.fmean(accs[2:])])
+    # `ddz eval` of the two synthetic sets (set k with seed S+k) gives the same summary
+    again = run_ddz("eval", "two/seed0", "two/seed1", "--models", "2", "--epochs", "3", "--json", "e.json")
+    assert again.returncode == 0, again.stderr
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["eval"] == report["eval"] and [r["seed"] for r in evaluated["runs"]] == [0, 1]
     # run k is exactly what --seed S+k alone gives
     alone = run_ddz("--seed", "1", *RUNS, "--out", "alone", "--json", "alone.json")
     assert alone.returncode == 0, alone.stderr
