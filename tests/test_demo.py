@@ -25,16 +25,24 @@ def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
         assert f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}" in report
         assert 0.0 <= row["mean"] <= 1.0 and len(row["accs"]) == data["config"]["eval_models"]
 
-    # The guided run used the early snapshots of every arch x seed, pulled back through the hub.
+    # The guided run used the chosen snapshot of every arch x seed, pulled back through the hub.
+    epoch = data["config"]["ptm_epoch"] or data["config"]["zoo_epochs"]
     names = [p["name"] for p in data["ptms"]]
     assert names == [
-        f"digits/{arch}/seed{seed}@epoch1" for arch in ("convnet3", "convnet4") for seed in range(3)
+        f"digits/{arch}/seed{seed}@epoch{epoch}" for arch in ("convnet3", "convnet4") for seed in range(3)
     ]
     for ptm in data["ptms"]:
         assert ptm["sha256"] in report
         arch, seed = re.match(r"digits/(\w+)/seed(\d)@", ptm["name"]).groups()
-        snapshot = out / "home" / "zoo" / "digits" / arch / f"seed{seed}" / "epoch1.safetensors"
+        snapshot = out / "home" / "zoo" / "digits" / arch / f"seed{seed}" / f"epoch{epoch}.safetensors"
         assert sha256_file(snapshot) == ptm["sha256"]
+
+    # The report states the effect of guidance with both stds, and where alpha came from.
+    rows = {row["method"]: row for row in data["rows"]}
+    gain = 100 * (rows["DM + CLoM"]["mean"] - rows["DM"]["mean"])
+    assert data["guidance_effect"] == rows["DM + CLoM"]["mean"] - rows["DM"]["mean"]
+    assert f"{gain:+.2f} points" in report and f"{gain:+.2f} points" in result.stdout
+    assert data["alpha_source"] in report and str(data["alpha"]) in report
     assert sorted(data["pushed_revisions"]) == ["hub/digits-convnet3", "hub/digits-convnet4"]
 
     # PNG grids of both synthetic sets sit beside the report, and the report links them.
@@ -44,7 +52,7 @@ def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
     # The synthetic sets themselves are saved with their guidance recorded.
     with safe_open(str(out / "runs" / "dm-clom" / "synset.safetensors"), "pt") as handle:
         meta = handle.metadata()
-    assert "digits/*/*@epoch1" in json.dumps(meta)
+    assert f"digits/*/*@epoch{epoch}" in json.dumps(meta)
 
     # A re-run reuses the zoo and the hub commits, and the numbers repeat (same seed).
     zoo_file = out / "home" / "zoo" / "digits" / "convnet3" / "seed0" / "epoch2.safetensors"

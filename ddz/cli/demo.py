@@ -19,7 +19,7 @@ def demo_command(
     quick: bool = typer.Option(False, "--quick", help="Smaller stages (the test suite's setting)."),
 ) -> None:
     """Train a zoo on digits, publish and pull it, distil with DM without and with CLoM, evaluate."""
-    from ddz.demo import DemoConfig, run_demo
+    from ddz.demo import DemoConfig, guidance_sentence, run_demo
 
     config = DemoConfig.quick() if quick else DemoConfig()
     with RichProgress() as progress:
@@ -35,4 +35,5 @@ def demo_command(
             f"{row.seconds:.1f}",
         )
     out.print(table)
+    out.print(guidance_sentence(report), markup=False, highlight=False)
     console.print(f"report: {out_dir / 'report.md'}")
