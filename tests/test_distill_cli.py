@@ -195,3 +195,22 @@ def test_alpha_in_the_json_and_its_errors_with_a_real_pool(run_ddz, tmp_path):
         assert "--alpha" in line
     line = one_line_error(run_ddz(*RUNS, "--alpha", "10"))
     assert "--ptm" in line
+
+
+def test_resolution_reaches_distill_eval_and_zoo_train(run_ddz, tmp_path):
+    from ddz.zoo.store import load_snapshot_file
+
+    distilled = run_ddz("distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--iterations", "2",
+                        "--resolution", "12", "--net-option", "width=8", "--eval-models", "0", "--out", "r12")
+    assert distilled.returncode == 0, distilled.stderr
+    assert load_synset(tmp_path / "r12").images.shape[-2:] == (12, 12)
+    evaluated = run_ddz("eval", "r12", "--models", "1", "--epochs", "1", "--json", "e.json")
+    assert evaluated.returncode == 0, evaluated.stderr  # the data set is loaded at the set's 12 px
+    real = run_ddz("eval", "--random-real", "--dataset", "digits", "--ipc", "1", "--resolution", "8",
+                   "--models", "1", "--epochs", "1")
+    assert real.returncode == 0, real.stderr
+    trained = run_ddz("zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--seeds", "1",
+                      "--epochs", "1", "--net-option", "width=4", "--resolution", "12")
+    assert trained.returncode == 0, trained.stderr
+    snapshot = next((tmp_path / "ddz-home" / "zoo" / "digits").rglob("epoch1.safetensors"))
+    assert load_snapshot_file(snapshot, None, "cpu").image_size == 12
