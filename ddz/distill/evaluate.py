@@ -150,20 +150,6 @@ def train_net(
     return net
 
 
-def train_and_test(
-    arch: str,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    dataset: ImageDataset,
-    config: EvalConfig,
-    seed: int,
-    progress_task=None,
-) -> float:
-    """Train one fresh `arch` on (images, labels) by the protocol; return real test accuracy."""
-    net = train_net(arch, images, labels, dataset, config, seed, progress_task)
-    return accuracy(net, dataset.test_images, dataset.test_labels)
-
-
 def training_augmentation(
     config: EvalConfig, dataset: ImageDataset, arch: str, seed: int, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -195,12 +181,10 @@ def evaluate_synset(
     for arch in config.archs:
         epochs = config.epochs_for(dataset, arch)
         task = progress.task(f"eval {arch}", config.models * (epochs + 1))
-        accs = [
-            train_and_test(
-                arch, images, labels, dataset, config, derive_seed(seed, "eval", arch, i), task
-            )
-            for i in range(config.models)
-        ]
+        accs = []
+        for i in range(config.models):
+            net = train_net(arch, images, labels, dataset, config, derive_seed(seed, "eval", arch, i), task)
+            accs.append(accuracy(net, dataset.test_images, dataset.test_labels))
         task.close()
         results[arch] = ArchResult(accs, epochs, config.models)
     return results
