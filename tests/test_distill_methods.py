@@ -63,10 +63,11 @@ def test_loops_follow_the_table_and_the_interpolation_rule():
 def test_config_defaults_are_the_protocol():
     dc = DistillConfig(method="dc", ipc=10).resolved()
     assert (dc.iterations, dc.lr_img, dc.outer_loop, dc.inner_loop) == (1000, 0.1, 10, 50)
-    assert (dc.lr_net, dc.momentum, dc.batch_real, dc.init, dc.arch) == (0.01, 0.5, 256, "real", "convnet3")
+    assert (dc.lr_net, dc.momentum, dc.batch_real, dc.arch) == (0.01, 0.5, 256, "convnet3")
+    assert dc.init == "noise"  # the DC README command keeps main.py's default
     dm = DistillConfig(method="dm", ipc=50).resolved()
     assert (dm.iterations, dm.lr_img) == (20000, 1.0)
-    assert DistillConfig(method="dm", ipc=100).resolved().lr_img == 10.0
+    assert DistillConfig(method="dm", ipc=100).resolved("cifar10").lr_img == 10.0
     assert DistillConfig(method="dsa").augment and not DistillConfig(method="dc").augment
     with pytest.raises(ConfigError, match="dsa"):
         DistillConfig(method="dsaa").resolved()
