@@ -98,6 +98,16 @@ def worker(index: int, cells: list[tuple[Row, int]], args: argparse.Namespace) -
         print(f"{row.label} seed {seed}: {100 * cell['mean']:.2f}", flush=True)
 
 
+def run_means(row: Row, args: argparse.Namespace) -> dict[int, float]:
+    """{seed: mean accuracy of that run's models} for the finished cells of `row`."""
+    means = {}
+    for k in range(args.runs):
+        path = args.out / "cells" / f"{row.slug}-seed{args.seed + k}.json"
+        if path.exists():
+            means[args.seed + k] = json.loads(path.read_text())["mean"]
+    return means
+
+
 def report(rows: list[Row], args: argparse.Namespace) -> None:
     from ddz.distill.evaluate import ArchResult, combine_runs
 
@@ -115,6 +125,19 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
         means = " ".join(f"{100 * m:.2f}" for m in summary.run_means)
         print(f"| {row.label} | {100 * summary.mean:.2f} ± {100 * summary.std:.2f} | {means} | "
               f"{len(found)}x{args.eval_models} | {seconds:.0f} |")
+    print()
+    print("| guided run minus its unguided run, same seed (points) | per seed | mean |")
+    print("|---|---|---|")
+    for row in rows:
+        same_setting = (row.method, row.iterations)
+        unguided = [r for r in rows if r.ptm is None and (r.method, r.iterations) == same_setting]
+        if row.ptm is None or not unguided:
+            continue
+        guided, plain = run_means(row, args), run_means(unguided[0], args)
+        diffs = {seed: 100 * (guided[seed] - plain[seed]) for seed in guided if seed in plain}
+        if diffs:
+            shown = " ".join(f"{d:+.2f}" for d in diffs.values())
+            print(f"| {row.label} | {shown} | {sum(diffs.values()) / len(diffs):+.2f} |")
 
 
 def main() -> None:
