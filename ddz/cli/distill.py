@@ -95,7 +95,7 @@ def distill_command(
     from ddz.distill.guidance import Guidance, GuidanceConfig
     from ddz.distill.loop import distill
     from ddz.distill.methods import DistillConfig
-    from ddz.distill.report import RunReport
+    from ddz.distill.report import RunReport, run_record
     from ddz.distill.synset import GRID_FILE, SYNSET_FILE
     from ddz.zoo.train import parse_net_options
 
@@ -165,8 +165,7 @@ def distill_command(
         seconds_eval=seconds_eval,
         synset=str(folders[0] / SYNSET_FILE) if runs == 1 else None,
         runs=[
-            {"seed": seed, "synset": str(folder / SYNSET_FILE),
-             "eval": {a: r.to_json() for a, r in result.items()}}
+            run_record(seed, str(folder / SYNSET_FILE), result)
             for seed, folder, result in zip(seeds, folders, per_run or [{}] * runs, strict=True)
         ] if runs > 1 else None,
     )

@@ -12,7 +12,7 @@ from ddz.cli.common import RichProgress, out, settings, write_json
 from ddz.cli.main import app
 from ddz.data import load_dataset
 from ddz.distill.evaluate import EvalConfig, combine_runs, evaluate_synset, random_real
-from ddz.distill.report import RunReport
+from ddz.distill.report import RunReport, run_record
 from ddz.distill.synset import load_synset
 from ddz.errors import ConfigError
 
@@ -107,7 +107,7 @@ def eval_command(
         dataset=data.name, ipc=ipc, seed=settings.seed, eval=combine_runs(per_run),
         seconds_eval=time.perf_counter() - started, synset=None if several else names[0],
         runs=[
-            {"seed": seed, "synset": name, "eval": {a: r.to_json() for a, r in result.items()}}
+            run_record(seed, name, result)
             for (_, _, seed), name, result in zip(sets, names, per_run, strict=True)
         ] if several else None,
         **meta,

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from ddz.distill.evaluate import ArchResult
 
 
+def run_record(seed: int, synset: str | None, result: dict[str, ArchResult]) -> dict:
+    """One entry of a report's `runs`: a synthetic set, its seed and its own evaluation."""
+    return {"seed": seed, "synset": synset, "eval": {arch: r.to_json() for arch, r in result.items()}}
+
+
 @dataclass
 class RunReport:
     dataset: str
