@@ -1,4 +1,9 @@
-"""The two primitives every training loop in ddz shares: one epoch of SGD, and accuracy."""
+"""The two primitives every training loop in ddz shares: one epoch of SGD, and accuracy.
+
+Both take either one net or a `StackedNets` (N copies trained as one module). For stacked copies
+each copy draws its own batch order from its own generator and gets its own augmentation, so
+copy n follows exactly the path the same seed would take alone.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import torch
 from torch import nn
 
 from ddz.nets.batching import cross_entropy_backward, forward_in_pieces, micro_batch
+from ddz.nets.stacked import StackedNets
 
 
 def train_epoch(
@@ -16,40 +22,66 @@ def train_epoch(
     labels: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     batch_size: int,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over (images, labels) in a random order drawn from `generator`.
 
-    Returns (mean loss, accuracy) over the epoch as 0-d tensors on the device: no host sync, so
-    loops that ignore them (evaluation, the DC/DSA inner loop) never wait for a GPU.
+    For a StackedNets, `generator` is a list (one per copy) and `augment` takes the copies'
+    batches as (N, b, C, H, W).
+
+    Returns (mean loss, accuracy) over the epoch as tensors on the device (for stacked copies:
+    the loss averaged over copies, the accuracy per copy): no host sync, so loops that ignore
+    them (evaluation, the DC/DSA inner loop) never wait for a GPU.
     On CPU each batch runs in cache-sized micro-batches with accumulated gradients (same step).
     """
     net.train()
-    order = torch.randperm(len(images), generator=generator, device=generator.device)
-    order = order.to(images.device)
+    stacked = isinstance(net, StackedNets)
+    generators = generator if isinstance(generator, list) else [generator]
+    orders = torch.stack(
+        [torch.randperm(len(images), generator=g, device=g.device) for g in generators]
+    ).to(images.device)
     total_loss = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    correct = torch.zeros(len(generators), device=images.device, dtype=torch.long)
     micro = micro_batch(net, images)
     for start in range(0, len(images), batch_size):
-        idx = order[start : start + batch_size]
+        idx = orders[:, start : start + batch_size]  # (copies, b)
         x, y = images[idx], labels[idx]
+        if not stacked:
+            x, y = x[0], y[0]
         if augment is not None:
             x = augment(x)
+        if stacked:  # copy n's images in channels [n*C, (n+1)*C)
+            x, y = x.transpose(0, 1).flatten(1, 2), y.T
         optimizer.zero_grad(set_to_none=True)
         loss, logits = cross_entropy_backward(net, x, y, micro)
         optimizer.step()
-        total_loss += loss * len(idx)
-        correct += (logits.argmax(1) == y).sum()
-    return total_loss / len(images), correct / len(images)
+        total_loss += loss * idx.shape[1]
+        correct += (logits.argmax(1) == y).sum(0)
+    accuracy_ = correct / len(images)
+    return total_loss / (len(images) * len(generators)), accuracy_ if stacked else accuracy_[0]
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
+def correct_counts(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
+    """How many of (images, labels) `net` classifies right: 0-d, or (N,) for stacked copies."""
     net.eval()
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    stacked = isinstance(net, StackedNets)
+    correct = torch.zeros(net.copies if stacked else (), device=images.device, dtype=torch.long)
     micro = micro_batch(net, images)
     for start in range(0, len(images), batch_size):
         logits = forward_in_pieces(net, images[start : start + batch_size], micro)
-        correct += (logits.argmax(1) == labels[start : start + batch_size]).sum()
-    return float(correct) / len(images)
+        target = labels[start : start + batch_size]
+        correct += (logits.argmax(1) == (target[:, None] if stacked else target)).sum(0)
+    return correct
+
+
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return float(correct_counts(net, images, labels)) / len(images)
+
+
+def accuracies(net: StackedNets, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """The test accuracy of every copy, in one pass over the test set."""
+    return (correct_counts(net, images, labels).double() / len(images)).tolist()

@@ -85,6 +85,9 @@ def distill_command(
     eval_augment: str = typer.Option(
         "dsa", "--eval-augment", help="dsa | dc (the DC reference's rule) | none: augmentation in evaluation."
     ),
+    eval_batched: bool = typer.Option(
+        True, "--batched/--sequential", help="Train an eval arch's models as one batched model (same nets)."
+    ),
     compile_nets: bool = typer.Option(False, "--compile", help="torch.compile the distillation net."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run report as JSON here."),
 ) -> None:
@@ -119,7 +122,8 @@ def distill_command(
     if eval_models < 0:
         raise ConfigError(f"--eval-models must be >= 0, got {eval_models}")
     eval_config = EvalConfig(
-        archs=tuple(eval_arch or [arch]), models=max(eval_models, 1), epochs=eval_epochs, augment=eval_augment
+        archs=tuple(eval_arch or [arch]), models=max(eval_models, 1), epochs=eval_epochs,
+        augment=eval_augment, batched=eval_batched,
     )
     eval_config.validate()
     check_dataset_name(dataset)
@@ -137,7 +141,7 @@ def distill_command(
     seeds = [settings.seed + k for k in range(runs)]
     folders = run_folders(out_dir, dataset, config.method, ipc, seeds, guide)
 
-    synsets, per_run, seconds_eval = [], [], 0.0
+    synsets, per_run, seconds_eval, notes = [], [], 0.0, []
     with RichProgress() as progress:
         for seed, folder in zip(seeds, folders, strict=True):
             synset = distill(
@@ -152,9 +156,12 @@ def distill_command(
             if eval_models > 0:
                 started = time.perf_counter()
                 per_run.append(evaluate_cached(
-                    synset.images, synset.labels, data, eval_config, seed, folder / EVAL_CACHE_FILE, progress
+                    synset.images, synset.labels, data, eval_config, seed, folder / EVAL_CACHE_FILE, progress,
+                    notes,
                 ))
                 seconds_eval += time.perf_counter() - started
+    for note in dict.fromkeys(notes):
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     first = synsets[0]
     results = combine_runs(per_run)
     report = RunReport(

@@ -56,6 +56,9 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size"),
     augment: str = typer.Option("dsa", "--augment", help="dsa | dc (the DC reference's rule) | none"),
     no_dsa: bool = typer.Option(False, "--no-dsa", help="Same as --augment none."),
+    batched: bool = typer.Option(
+        True, "--batched/--sequential", help="Train an arch's models as one batched model (same results)."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     """Evaluate by the protocol: N fresh nets per arch, SGD, accuracy on the real test set.
@@ -64,7 +67,7 @@ def eval_command(
     seed S+k, and summarised as the reference does: mean and std over all sets x models."""
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
-        augment="none" if no_dsa else augment,
+        augment="none" if no_dsa else augment, batched=batched,
     )
     config.validate()
     if runs < 1:
@@ -99,9 +102,12 @@ def eval_command(
                     seconds_distill=sum(s.seconds_distill for s in saved))
         names = [str(path) for path in synsets]
     started = time.perf_counter()
+    notes: list[str] = []
     with RichProgress() as progress:
         for images, labels, seed in sets:
-            per_run.append(evaluate_synset(images, labels, data, config, seed, progress))
+            per_run.append(evaluate_synset(images, labels, data, config, seed, progress, notes))
+    for note in dict.fromkeys(notes):
+        out.print(note)
     several = len(sets) > 1
     report = RunReport(
         dataset=data.name, ipc=ipc, seed=settings.seed, eval=combine_runs(per_run),

@@ -10,6 +10,10 @@ Augmentation: "dsa" (per-image DSA, the DSA/DM papers and the CLoM paper's valid
 (the DC reference's get_daparam: crop_scale_rotate on MNIST, crop_noise for a BatchNorm ConvNet,
 none otherwise) or "none". E defaults to the reference main.py's rule: 1000 with augmentation,
 300 without.
+
+The N models of one architecture train as one StackedNets (ddz.nets.stacked) by default: each
+keeps the initial weights, batch order and augmentation draws of its own seed, so on CPU the
+batched models end bit-identical to the sequential ones; on a GPU they share every kernel launch.
 """
 
 from __future__ import annotations
@@ -23,16 +27,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ddz.data.augment import DSA, DSAConfig
+from ddz.data.augment import DSA, DSAConfig, DSAParams, augment
 from ddz.data.base import ImageDataset
 from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
 from ddz.distill.synset import content_sha256
 from ddz.errors import ConfigError, unknown_name
 from ddz.io import atomic_write_json
 from ddz.nets import build_net, check_arch
+from ddz.nets.stacked import StackedNets, stackable
 from ddz.progress import NullProgress, Progress
 from ddz.seeding import derive_seed, generator
-from ddz.training import accuracy, train_epoch
+from ddz.training import accuracies, accuracy, train_epoch
 
 AUGMENTS = ("dsa", "dc", "none")
 EPOCHS_AUGMENTED, EPOCHS_PLAIN = 1000, 300  # reference main.py: with / without augmentation
@@ -52,6 +57,7 @@ class EvalConfig:
     batch_size: int = 256
     augment: str = "dsa"
     dsa_config: DSAConfig = field(default_factory=DSAConfig)
+    batched: bool = True  # the N models of an arch as one StackedNets (same results, faster)
 
     def validate(self) -> None:
         for arch in self.archs:
@@ -115,6 +121,13 @@ def combine_runs(results: list[dict[str, ArchResult]]) -> dict[str, ArchResult]:
     }
 
 
+def fresh_net(arch: str, dataset: ImageDataset, seed: int, device: torch.device) -> nn.Module:
+    return build_net(
+        arch, dataset.channels, dataset.num_classes, dataset.image_size,
+        generator_seed=derive_seed(seed, "init"),
+    ).to(device)
+
+
 def train_net(
     arch: str,
     images: torch.Tensor,
@@ -125,28 +138,48 @@ def train_net(
     progress_task=None,
 ) -> nn.Module:
     """One fresh `arch` trained on (images, labels) by the protocol, every draw from `seed`."""
-    net = build_net(
-        arch, dataset.channels, dataset.num_classes, dataset.image_size,
-        generator_seed=derive_seed(seed, "init"),
-    ).to(images.device)
+    net = fresh_net(arch, dataset, seed, images.device)
+    augment = training_augmentation(config, dataset, arch, seed, images.device)
+    order = generator(seed, "order", device=images.device)
+    return fit(net, images, labels, config, config.epochs_for(dataset, arch), order, augment, progress_task)
+
+
+def train_stacked(
+    arch: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: ImageDataset,
+    config: EvalConfig,
+    seeds: list[int],
+    progress_task=None,
+) -> StackedNets:
+    """len(seeds) fresh `arch` nets trained as one StackedNets; copy n is `train_net(seeds[n])`."""
+    device = images.device
+    net = StackedNets([fresh_net(arch, dataset, seed, device) for seed in seeds])
+    augment = stacked_augmentation(config, dataset, arch, seeds, device)
+    orders = [generator(seed, "order", device=device) for seed in seeds]
+    return fit(net, images, labels, config, config.epochs_for(dataset, arch), orders, augment, progress_task)
+
+
+def fit(net, images, labels, config: EvalConfig, epochs: int, order, augment, progress_task=None):
+    """The protocol's schedule: E + 1 epochs, lr x0.1 with a new optimiser after E // 2 + 1."""
 
     def sgd(lr: float) -> torch.optim.SGD:
         return torch.optim.SGD(
             net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
 
-    epochs = config.epochs_for(dataset, arch)
     decay_after = epochs // 2 + 1
     optimizer = sgd(config.lr)
-    order = generator(seed, "order", device=images.device)
-    augment = training_augmentation(config, dataset, arch, seed, images.device)
     images, labels = images.detach(), labels.detach()
     for epoch in range(epochs + 1):
-        train_epoch(net, images, labels, optimizer, config.batch_size, order, augment)
+        loss, _ = train_epoch(net, images, labels, optimizer, config.batch_size, order, augment)
         if epoch == decay_after:
             optimizer = sgd(config.lr * 0.1)
         if progress_task is not None:
-            progress_task.advance(1)
+            # Reading the loss waits for the device: only every 50 epochs and at the end.
+            shown = {"epoch": epoch, "loss": float(loss)} if epoch % 50 == 0 or epoch == epochs else {}
+            progress_task.advance(1, **shown)
     return net
 
 
@@ -164,6 +197,28 @@ def training_augmentation(
     return lambda x: dc_augment(x, dc_config, gen)
 
 
+def stacked_augmentation(
+    config: EvalConfig, dataset: ImageDataset, arch: str, seeds: list[int], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The augmentation of stacked copies, on their batches (N, b, C, H, W): each copy's draws
+    from its own seed, exactly as `training_augmentation`. DSA runs as one call for all copies."""
+    if config.augment == "dsa":
+        dsas = [DSA(config.dsa_config, derive_seed(seed, "dsa"), device) for seed in seeds]
+
+        def dsa_all(x: torch.Tensor) -> torch.Tensor:
+            drawn = [dsa.per_sample(x.shape[1]) for dsa in dsas]
+            params = DSAParams(
+                tuple(t for p in drawn for t in p.tokens), torch.cat([p.uniforms for p in drawn])
+            )
+            return augment(x.flatten(0, 1), params, config.dsa_config).view_as(x)
+
+        return dsa_all
+    per_copy = [training_augmentation(config, dataset, arch, seed, device) for seed in seeds]
+    if per_copy[0] is None:
+        return None
+    return lambda x: torch.stack([aug(part) for aug, part in zip(per_copy, x, strict=True)])  # type: ignore[misc]
+
+
 def evaluate_synset(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -171,8 +226,12 @@ def evaluate_synset(
     config: EvalConfig,
     seed: int = 0,
     progress: Progress | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, ArchResult]:
-    """Evaluate a synthetic set on every arch in `config.archs`, `config.models` nets each."""
+    """Evaluate a synthetic set on every arch in `config.archs`, `config.models` nets each.
+
+    An arch that cannot be stacked trains its nets one after another; `notes` gets one line
+    saying so."""
     config.validate()
     progress = progress or NullProgress()
     results: dict[str, ArchResult] = {}
@@ -180,11 +239,20 @@ def evaluate_synset(
     labels = labels.to(dataset.device)
     for arch in config.archs:
         epochs = config.epochs_for(dataset, arch)
-        task = progress.task(f"eval {arch}", config.models * (epochs + 1))
-        accs = []
-        for i in range(config.models):
-            net = train_net(arch, images, labels, dataset, config, derive_seed(seed, "eval", arch, i), task)
-            accs.append(accuracy(net, dataset.test_images, dataset.test_labels))
+        seeds = [derive_seed(seed, "eval", arch, i) for i in range(config.models)]
+        why_not = stackable(fresh_net(arch, dataset, seeds[0], torch.device("meta")))
+        if config.batched and why_not is None:
+            task = progress.task(f"eval {arch} x{config.models}", epochs + 1)
+            net = train_stacked(arch, images, labels, dataset, config, seeds, task)
+            accs = accuracies(net, dataset.test_images, dataset.test_labels)
+        else:
+            if config.batched and notes is not None:
+                notes.append(
+                    f"{arch}: its {config.models} models train one by one ({why_not} cannot be batched)"
+                )
+            task = progress.task(f"eval {arch}", config.models * (epochs + 1))
+            nets = [train_net(arch, images, labels, dataset, config, s, task) for s in seeds]
+            accs = [accuracy(net, dataset.test_images, dataset.test_labels) for net in nets]
         task.close()
         results[arch] = ArchResult(accs, epochs, config.models)
     return results
@@ -219,12 +287,14 @@ def evaluate_cached(
     seed: int,
     cache: Path | None = None,
     progress: Progress | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, ArchResult]:
     """`evaluate_synset`, kept in `cache` (a JSON file) keyed by the synthetic set's content, the
     evaluation settings and the seed, so that a re-run (e.g. a resumed `--runs N`) reuses it."""
+    settings = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "batched"}
     key = {
         "synset_sha256": content_sha256({"images": images, "labels": labels}),
-        "config": json.loads(json.dumps(asdict(config))),
+        "config": settings,  # batched or not trains the same nets
         "seed": seed,
         "test_images": len(dataset.test_images),
     }
@@ -232,7 +302,7 @@ def evaluate_cached(
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return {arch: ArchResult.from_json(result) for arch, result in saved["eval"].items()}
-    results = evaluate_synset(images, labels, dataset, config, seed, progress)
+    results = evaluate_synset(images, labels, dataset, config, seed, progress, notes)
     if cache is not None:
         atomic_write_json(cache, {"key": key, "eval": {a: r.to_json() for a, r in results.items()}})
     return results

@@ -35,7 +35,8 @@ def has_batch_statistics(net: nn.Module, training_only: bool = False) -> bool:
 
 def micro_batch(net: nn.Module, images: torch.Tensor) -> int | None:
     """Images per forward for `net` (in its current mode) on batches like `images` (N, C, H, W):
-    a cache-sized count on CPU where each image's output is its own, else None (whole batch)."""
+    a cache-sized count on CPU where each image's output is its own, else None (whole batch).
+    (Stacked copies on CPU run their convs copy by copy, so the count is per copy's activation.)"""
     if images.device.type != "cpu" or has_batch_statistics(net, training_only=True):
         return None
     per_image = 4 * ESTIMATE_CHANNELS * images.shape[-2] * images.shape[-1]
@@ -60,6 +61,18 @@ def forward_in_pieces(
     return torch.cat([forward(images[part]) for part in pieces(len(images), size)])
 
 
+def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The summed cross-entropy; for stacked copies' logits (B, K, N) and labels (B, N), the sum
+    of every copy's own. On CPU that sum is taken copy by copy, so each copy's gradient has the
+    bits it has when the copy trains alone."""
+    if logits.dim() == 2 or logits.device.type != "cpu":
+        return F.cross_entropy(logits, labels, reduction="sum")
+    return sum(
+        F.cross_entropy(logits[:, :, n].contiguous(), labels[:, n], reduction="sum")
+        for n in range(logits.shape[2])
+    )
+
+
 def cross_entropy_backward(
     forward: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -72,7 +85,7 @@ def cross_entropy_backward(
     logits = []
     for part in pieces(len(images), size):
         out = forward(images[part])
-        loss = F.cross_entropy(out, labels[part], reduction="sum") / len(images)
+        loss = summed_cross_entropy(out, labels[part]) / len(images)
         loss.backward()
         total += loss.detach()
         logits.append(out.detach())

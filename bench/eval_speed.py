@@ -1,0 +1,201 @@
+"""Time the evaluation protocol's N models trained one after another (ddz sequential, and a plain
+reference-style loop) against the same N models trained as one StackedNets (ddz batched), in one
+process; and the zoo's seeds trained for one epoch, one by one vs batched.
+
+    .venv/bin/python bench/eval_speed.py                          # CPU: N = 5 and 25
+    .venv/bin/python bench/eval_speed.py --device cuda --models 5 25 100 --json speed.json
+
+Evaluation workload: a CIFAR-10-shaped IPC-10 synset (100 images, 32x32x3), ConvNet-3, DSA,
+batch 256, SGD(0.01, momentum 0.9, wd 5e-4): the per-epoch work of `evaluate_synset`. Each
+variant trains its N models for `--epochs` epochs after `--warmup` untimed ones; the table gives
+seconds per epoch of all N models. Zoo workload: `--zoo-images` random 32x32x3 images, batch
+256, no augmentation (the PTM recipe), `--zoo-seeds` seeds for one epoch.
+
+The reference-style loop is the reference evaluate_synset's inner loop written plainly: one net,
+whole-batch forward, DSA per batch, cross-entropy, backward, SGD step. Ratios are the other
+variant's time / batched time (> 1: batched faster). Peak memory: the CUDA allocator's peak, or on
+CPU the process's peak RSS (a running maximum: models are measured in increasing N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ddz.data.augment import DSA, DSAConfig
+from ddz.data.base import ImageDataset
+from ddz.distill.evaluate import EvalConfig, fresh_net, stacked_augmentation, training_augmentation
+from ddz.io import atomic_write_json
+from ddz.nets.stacked import StackedNets
+from ddz.seeding import generator
+from ddz.training import train_epoch
+
+K, IPC, SIZE, CHANNELS = 10, 10, 32, 3
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def shaped_dataset(images: int, device: torch.device) -> ImageDataset:
+    gen = torch.Generator().manual_seed(0)
+    train = torch.randn(images, CHANNELS, SIZE, SIZE, generator=gen)
+    labels = torch.arange(images) % K
+    return ImageDataset(
+        "cifar10-shaped", train.to(device), labels.to(device), train[:K].to(device), labels[:K].to(device),
+        [str(c) for c in range(K)], (0.0,) * CHANNELS, (1.0,) * CHANNELS,
+    )
+
+
+def timed(run: Callable[[], None], device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    run()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def reference_epochs(
+    data: ImageDataset, seeds: list[int], epochs: int, config: EvalConfig
+) -> Callable[[], None]:
+    """N nets, one after another, each trained by a plain whole-batch loop."""
+    device = data.train_images.device
+    nets = [fresh_net("convnet3", data, s, device) for s in seeds]
+    optimizers = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4) for n in nets]
+    dsas = [DSA(DSAConfig(), s, device) for s in seeds]
+    images, labels = data.train_images, data.train_labels
+
+    def run() -> None:
+        for net, optimizer, dsa in zip(nets, optimizers, dsas, strict=True):
+            net.train()
+            for _ in range(epochs):
+                order = torch.randperm(len(images), device=device)
+                for start in range(0, len(images), config.batch_size):
+                    idx = order[start : start + config.batch_size]
+                    x = dsa(images[idx], dsa.per_sample(len(idx)))
+                    loss = F.cross_entropy(net(x), labels[idx])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+
+    return run
+
+
+def ddz_epochs(
+    data: ImageDataset, seeds: list[int], epochs: int, config: EvalConfig, batched: bool
+) -> Callable[[], None]:
+    """ddz's own training of N nets: sequential (train_epoch per net) or one StackedNets."""
+    device = data.train_images.device
+    images, labels = data.train_images, data.train_labels
+    if batched:
+        models = [StackedNets([fresh_net("convnet3", data, s, device) for s in seeds])]
+        orders = [[generator(s, "order", device=device) for s in seeds]]
+        augments = [stacked_augmentation(config, data, "convnet3", seeds, device)]
+    else:
+        models = [fresh_net("convnet3", data, s, device) for s in seeds]
+        orders = [generator(s, "order", device=device) for s in seeds]
+        augments = [training_augmentation(config, data, "convnet3", s, device) for s in seeds]
+    hyper = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
+    optimizers = [torch.optim.SGD(m.parameters(), **hyper) for m in models]
+
+    def run() -> None:
+        for model, optimizer, order, augment in zip(models, optimizers, orders, augments, strict=True):
+            for _ in range(epochs):
+                train_epoch(model, images, labels, optimizer, config.batch_size, order, augment)
+
+    return run
+
+
+def measure_eval(models: int, epochs: int, warmup: int, device: torch.device, reference: bool) -> dict:
+    data = shaped_dataset(K * IPC, device)
+    config = EvalConfig(epochs=epochs)
+    seeds = list(range(models))
+    row: dict = {"models": models, "epochs": epochs}
+    variants = {"sequential": False, "batched": True}
+    for name, batched in variants.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        timed(ddz_epochs(data, seeds, warmup, config, batched), device)
+        row[f"{name}_s_per_epoch"] = timed(ddz_epochs(data, seeds, epochs, config, batched), device) / epochs
+        if batched:
+            row["batched_peak_mb"] = round(peak_memory_mb(device), 1)
+    if reference:
+        timed(reference_epochs(data, seeds, warmup, config), device)
+        row["reference_s_per_epoch"] = timed(reference_epochs(data, seeds, epochs, config), device) / epochs
+        row["batched_vs_reference"] = row["reference_s_per_epoch"] / row["batched_s_per_epoch"]
+    row["batched_vs_sequential"] = row["sequential_s_per_epoch"] / row["batched_s_per_epoch"]
+    return row
+
+
+def measure_zoo(seeds: int, images: int, device: torch.device) -> dict:
+    data = shaped_dataset(images, device)
+    config = EvalConfig(augment="none", lr=0.01, weight_decay=5e-3)
+    row: dict = {"seeds": seeds, "images": images}
+    warmup_data = shaped_dataset(256, device)
+    for name, batched in (("sequential", False), ("batched", True)):
+        timed(ddz_epochs(warmup_data, list(range(seeds)), 1, config, batched), device)
+        row[f"{name}_s"] = timed(ddz_epochs(data, list(range(seeds)), 1, config, batched), device)
+    row["batched_vs_sequential"] = row["sequential_s"] / row["batched_s"]
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", type=int, nargs="+", default=[5, 25])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
+    parser.add_argument("--zoo-seeds", type=int, default=10)
+    parser.add_argument("--zoo-images", type=int, default=2560, help="train images (CIFAR-10: 50000)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    rows = []
+    print(f"{'N':>4} {'reference s/ep':>15} {'sequential s/ep':>16} {'batched s/ep':>13} "
+          f"{'vs seq':>7} {'vs ref':>7} {'peak MB':>9}")
+    for models in sorted(args.models):
+        row = measure_eval(models, args.epochs, args.warmup, device, not args.no_reference)
+        rows.append(row)
+        ref = row.get("reference_s_per_epoch", float("nan"))
+        print(
+            f"{models:>4} {ref:>15.4f} {row['sequential_s_per_epoch']:>16.4f} "
+            f"{row['batched_s_per_epoch']:>13.4f} {row['batched_vs_sequential']:>6.2f}x "
+            f"{row.get('batched_vs_reference', float('nan')):>6.2f}x {row['batched_peak_mb']:>9.0f}"
+        )
+    zoo = measure_zoo(args.zoo_seeds, args.zoo_images, device) if args.zoo_seeds else None
+    if zoo:
+        print(
+            f"zoo: {zoo['seeds']} seeds x 1 epoch of {zoo['images']} images: "
+            f"sequential {zoo['sequential_s']:.2f} s, batched {zoo['batched_s']:.2f} s, "
+            f"{zoo['batched_vs_sequential']:.2f}x"
+        )
+    if args.json_path:
+        atomic_write_json(args.json_path, {
+            "device": str(device), "device_name": name, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "eval": rows, "zoo": zoo,
+        })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""N independent copies of one architecture as one module (grouped convolutions).
+
+The copies never mix: copy n owns channels [n*C, (n+1)*C) of every activation. A conv becomes
+one grouped conv (groups = N), a GroupNorm or BatchNorm over N*C channels normalises each copy's
+channels with that copy's own statistics, a Linear becomes a batched matrix product. Every
+stacked parameter and buffer is the copies' tensors concatenated along dim 0, under the same name
+as in one net, so stacking and unstacking is `torch.cat` / `torch.chunk` on state dicts, and each
+copy's initial weights are exactly those its own seed builds.
+
+Input: (B, N*C, H, W), copy n's images in channels [n*C, (n+1)*C); or (B, C, H, W), the same
+images for every copy (test-set accuracy), which the first conv broadcasts for free.
+Output: (B, K, N) logits, classes in dim 1 as `F.cross_entropy` takes them, so that the summed
+loss of all copies gives each copy exactly its own gradient.
+
+Why grouped convolutions and not torch.func.vmap: vmap lowers a batched conv to the same grouped
+conv, but cannot update BatchNorm's running statistics in place, and a module tree whose
+state_dict matches the single net's keeps snapshots, checkpoints and resume unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddz.nets.models import DDNet
+
+# Layers without parameters or state that act on each channel (or each image) alone.
+# An empty nn.Sequential is the identity (ResNet's plain shortcut).
+CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity, nn.Flatten, nn.Sequential)
+
+
+def split_on(x: torch.Tensor) -> bool:
+    """Whether convs and linears run copy by copy: on CPU, where oneDNN's grouped conv is no
+    faster than N dense ones (bench/eval_speed.py) and the per-copy kernels give each copy the
+    bits it gets alone. GPUs run the grouped kernels: one launch instead of N."""
+    return x.device.type == "cpu"
+
+
+def per_copy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, copies: int):
+    """(input, weight, bias) of each copy: channel blocks of x, row blocks of the parameters."""
+    biases = bias.chunk(copies) if bias is not None else [None] * copies
+    return zip(x.chunk(copies, 1), weight.chunk(copies), biases, strict=True)
+
+
+class NotStackable(TypeError):
+    """A layer that cannot be split into independent copies by channel."""
+
+
+class StackedConv2d(nn.Conv2d):
+    """`copies` Conv2d as one grouped conv; a copy-shared input (C channels) is broadcast."""
+
+    def __init__(self, conv: nn.Conv2d, copies: int):
+        if conv.groups != 1 or conv.padding_mode != "zeros":
+            raise NotStackable(f"a Conv2d with groups={conv.groups}, padding_mode={conv.padding_mode}")
+        super().__init__(
+            conv.in_channels * copies, conv.out_channels * copies, conv.kernel_size, conv.stride,
+            conv.padding, conv.dilation, groups=copies, bias=conv.bias is not None,
+            device=conv.weight.device, dtype=conv.weight.dtype,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shared = x.shape[1] == self.in_channels // self.groups
+        if shared or not split_on(x):
+            groups = 1 if shared else self.groups
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, groups)
+        return torch.cat([
+            F.conv2d(part.contiguous(), weight, bias, self.stride, self.padding, self.dilation)
+            for part, weight, bias in per_copy(x, self.weight, self.bias, self.groups)
+        ], 1)
+
+
+class StackedAvgPool2d(nn.AvgPool2d):
+    """2x2 average pooling; on a GPU as a reshape and a mean, whose backward is a broadcast (the
+    avg_pool2d backward kernel took a fifth of a stacked ConvNet-3 step on an H200)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if split_on(x) or h % 2 or w % 2:
+            return super().forward(x)
+        return x.view(b, c, h // 2, 2, w // 2, 2).mean((3, 5))
+
+
+class StackedLinear(nn.Module):
+    """`copies` Linear layers: (B, N*in) -> (B, K, N). weight is (N*out, in), the copies' stacked."""
+
+    def __init__(self, linear: nn.Linear, copies: int):
+        super().__init__()
+        self.copies = copies
+        meta = {"device": "meta", "dtype": linear.weight.dtype}
+        rows = copies * linear.out_features
+        self.weight = nn.Parameter(torch.empty(rows, linear.in_features, **meta))
+        self.bias = nn.Parameter(torch.empty(rows, **meta)) if linear.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.copies
+        if split_on(x):
+            parts = per_copy(x, self.weight, self.bias, n)
+            return torch.stack([_contiguous_grad(F.linear(p, w, b)) for p, w, b in parts], 2)
+        weight = self.weight.view(n, -1, self.weight.shape[1])  # (N, out, in)
+        inputs = x.view(x.shape[0], n, -1).transpose(0, 1)  # (N, B, in)
+        out = torch.bmm(inputs, weight.transpose(1, 2))  # (N, B, out)
+        if self.bias is not None:
+            out = out + self.bias.view(n, 1, -1)
+        return out.permute(1, 2, 0)  # (B, out, N)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands on a contiguous gradient: a copy's slice of the stacked
+    logits' gradient is strided, and Linear's bias gradient (a sum over the batch) would add a
+    strided tensor in another order than the copy alone does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+_contiguous_grad = _ContiguousGrad.apply
+
+
+class StackedLayerNorm(nn.Module):
+    """`copies` LayerNorm([C, H, W]) on (B, N*C, H, W); weight is (N*C, H, W)."""
+
+    def __init__(self, norm: nn.LayerNorm, copies: int):
+        super().__init__()
+        self.copies, self.shape, self.eps = copies, tuple(norm.normalized_shape), norm.eps
+        if len(self.shape) != 3:
+            raise NotStackable(f"a LayerNorm over {len(self.shape)} dims (stacking needs [C, H, W])")
+        if norm.elementwise_affine:
+            shape = (copies * self.shape[0], *self.shape[1:])
+            self.weight = nn.Parameter(torch.empty(shape, device="meta", dtype=norm.weight.dtype))
+            self.bias = nn.Parameter(torch.empty(shape, device="meta", dtype=norm.weight.dtype))
+        else:
+            self.weight = self.bias = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_copy = x.view(x.shape[0], self.copies, *self.shape)
+        out = F.layer_norm(per_copy, self.shape, None, None, self.eps).view_as(x)
+        return out * self.weight + self.bias if self.weight is not None else out
+
+
+def stack_layer(layer: nn.Module, copies: int) -> nn.Module:
+    """The N-copy form of one leaf layer, on the meta device: its values come from the copies'
+    state dicts. Building it leaves the global RNG untouched (layer init draws even on meta)."""
+    with torch.random.fork_rng(devices=[]):
+        return _stack_layer(layer, copies)
+
+
+def _stack_layer(layer: nn.Module, copies: int) -> nn.Module:
+    if isinstance(layer, nn.Conv2d):
+        return StackedConv2d(layer, copies)
+    if isinstance(layer, nn.Linear):
+        return StackedLinear(layer, copies)
+    if isinstance(layer, nn.GroupNorm):
+        return nn.GroupNorm(
+            layer.num_groups * copies, layer.num_channels * copies, layer.eps, layer.affine, device="meta"
+        )
+    if isinstance(layer, nn.BatchNorm2d):
+        return nn.BatchNorm2d(
+            layer.num_features * copies, layer.eps, layer.momentum, layer.affine, layer.track_running_stats,
+            device="meta",
+        )
+    if isinstance(layer, nn.LayerNorm):
+        return StackedLayerNorm(layer, copies)
+    if isinstance(layer, nn.AvgPool2d) and layer.kernel_size in (2, (2, 2)) and layer.stride in (2, (2, 2)) \
+            and layer.padding in (0, (0, 0)) and not layer.ceil_mode:
+        return StackedAvgPool2d(2, 2)
+    if isinstance(layer, CHANNELWISE):
+        return layer
+    raise NotStackable(f"layer {type(layer).__name__}")
+
+
+def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The copies' state dicts as one: concatenated along dim 0 (0-d counters are shared)."""
+    return {
+        key: torch.cat([s[key] for s in states]) if value.dim() else value.clone()
+        for key, value in states[0].items()
+    }
+
+
+def unstack_state(state: dict[str, torch.Tensor], copies: int) -> list[dict[str, torch.Tensor]]:
+    """The inverse of `stack_states`: one state dict per copy."""
+    return [
+        {k: v.chunk(copies)[n].clone() if v.dim() else v.clone() for k, v in state.items()}
+        for n in range(copies)
+    ]
+
+
+class StackedNets(nn.Module):
+    """N nets of one architecture trained as one module; `nets()` gives them back."""
+
+    def __init__(self, nets: list[DDNet]):
+        super().__init__()
+        if not nets:
+            raise ValueError("StackedNets needs at least one net")
+        self.copies = len(nets)
+        self._template = [nets[0]]  # a list, so that its parameters are not registered here
+        body = copy.deepcopy(nets[0])
+        for name, layer in list(body.named_modules()):
+            if name and not any(True for _ in layer.children()):
+                body.set_submodule(name, stack_layer(layer, self.copies))
+        self.body = body.to_empty(device=next(nets[0].parameters()).device)
+        self.body.load_state_dict(stack_states([net.state_dict() for net in nets]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def nets(self) -> list[DDNet]:
+        """Each copy as an ordinary net (new modules, the current weights and buffers)."""
+        out = []
+        for state in unstack_state(self.body.state_dict(), self.copies):
+            net = copy.deepcopy(self._template[0]).to(state[next(iter(state))].device)
+            net.load_state_dict(state)
+            out.append(net.train(self.training))
+        return out
+
+
+def stackable(net: nn.Module) -> str | None:
+    """None when `net` can be stacked, else why not (one phrase)."""
+    try:
+        for layer in net.modules():
+            if not any(True for _ in layer.children()):
+                stack_layer(layer, 1)
+    except NotStackable as error:
+        return str(error)
+    return None
