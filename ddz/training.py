@@ -31,8 +31,8 @@ def train_epoch(
     batches as (N, b, C, H, W).
 
     Returns (mean loss, accuracy) over the epoch as tensors on the device (for stacked copies:
-    the loss averaged over copies, the accuracy per copy): no host sync, so loops that ignore
-    them (evaluation, the DC/DSA inner loop) never wait for a GPU.
+    one of each per copy): no host sync, so loops that ignore them (evaluation, the DC/DSA inner
+    loop) never wait for a GPU.
     On CPU each batch runs in cache-sized micro-batches with accumulated gradients (same step).
     """
     net.train()
@@ -41,7 +41,7 @@ def train_epoch(
     orders = torch.stack(
         [torch.randperm(len(images), generator=g, device=g.device) for g in generators]
     ).to(images.device)
-    total_loss = torch.zeros((), device=images.device)
+    total_loss = torch.zeros(len(generators), device=images.device)
     correct = torch.zeros(len(generators), device=images.device, dtype=torch.long)
     micro = micro_batch(net, images)
     for start in range(0, len(images), batch_size):
@@ -58,8 +58,8 @@ def train_epoch(
         optimizer.step()
         total_loss += loss * idx.shape[1]
         correct += (logits.argmax(1) == y).sum(0)
-    accuracy_ = correct / len(images)
-    return total_loss / (len(images) * len(generators)), accuracy_ if stacked else accuracy_[0]
+    losses, accuracies_ = total_loss / len(images), correct / len(images)
+    return (losses, accuracies_) if stacked else (losses[0], accuracies_[0])
 
 
 @torch.no_grad()

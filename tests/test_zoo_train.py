@@ -17,7 +17,7 @@ from ddz.errors import ConfigError
 from ddz.io import sha256_file
 from ddz.zoo.launch import LaunchConfig, run_grid
 from ddz.zoo.store import ZooStore
-from ddz.zoo.train import TrainRecipe, parse_epochs, plan_grid, train_run
+from ddz.zoo.train import TrainRecipe, parse_epochs, plan_grid, train_run, train_runs
 
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH: pins the `created` time, so whole files compare
 RECIPE = TrainRecipe(epochs=8, snapshots=(1, 3, 8), net=(("width", 16),))
@@ -175,3 +175,74 @@ def test_ctrl_c_leaves_a_checkpoint_and_a_damaged_one_fails_only_its_job(tmp_pat
     ]
     ptm = store.load("digits/convnet3/seed0@epoch2")
     assert ptm.net(digits.test_images[:4]).shape == (4, 10)
+
+
+class InterruptAfter:
+    """A progress task that raises KeyboardInterrupt (a Ctrl-C) once `epochs` epochs are done."""
+
+    def __init__(self, epochs: int):
+        self.left = epochs
+
+    def advance(self, steps: int = 1, **fields) -> None:
+        self.left -= steps
+        if self.left <= 0:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass
+
+
+def two_seeds(digits, zoo: Path) -> list:
+    planned = plan_grid("digits", ["convnet3"], [0, 1], RECIPE, digits, zoo_root=zoo, device="cpu")
+    return [job for job, _ in planned]
+
+
+def test_batched_seeds_write_the_snapshots_sequential_runs_write(tmp_path, digits, reference, monkeypatch):
+    """Seeds 0 and 1 as one batched model: seed 0's files are byte for byte the sequential ones;
+    a batched run interrupted after epoch 2 and resumed ends with the same files again."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    zoo = tmp_path / "zoo"
+    jobs = two_seeds(digits, zoo)
+    results = train_runs(jobs, data=digits)
+    assert [r.status for r in results] == ["trained", "trained"]
+    batched = snapshot_hashes(zoo)
+    assert {k: v for k, v in batched.items() if "/seed0/" in k} == reference
+    last = "digits/convnet3/seed{}/epoch8.safetensors"
+    assert batched[last.format(0)] != batched[last.format(1)]
+
+    resumed_zoo = tmp_path / "resumed"
+    jobs = two_seeds(digits, resumed_zoo)
+    with pytest.raises(KeyboardInterrupt):
+        train_runs(jobs, InterruptAfter(2), digits)
+    assert [json.loads((job.run_dir / "checkpoint.json").read_text())["epoch"] for job in jobs] == [2, 2]
+    results = train_runs(jobs, data=digits)
+    assert [(r.status, r.resumed_from) for r in results] == [("trained", 2), ("trained", 2)]
+    assert snapshot_hashes(resumed_zoo) == batched
+
+
+def test_a_seed_checkpointed_alone_resumes_in_a_batch(tmp_path, digits, reference, monkeypatch):
+    """Seed 0 stopped after epoch 3 on its own, seed 1 new: they train in two stacks (by start
+    epoch) and seed 0 still ends at the sequential bits."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    zoo = tmp_path / "zoo"
+    jobs = two_seeds(digits, zoo)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(jobs[0], InterruptAfter(3), digits)
+    results = train_runs(jobs, data=digits)
+    assert [(r.status, r.resumed_from) for r in results] == [("trained", 3), ("trained", 0)]
+    assert {k: v for k, v in snapshot_hashes(zoo).items() if "/seed0/" in k} == reference
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-seeds", "0"], "--batch-seeds must be at least 1, got 0"),
+        (["--batch-seeds", "-2"], "--batch-seeds must be at least 1, got -2"),
+        (["--batch-seeds", "2", "--launcher", "local"], "use --launcher inline"),
+    ],
+)
+def test_bad_batch_seeds_get_one_line(run_ddz, args, message):
+    result = run_ddz("zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--seeds", "2", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr

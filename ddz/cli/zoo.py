@@ -72,6 +72,9 @@ def train_command(
     threads: int | None = typer.Option(
         None, "--threads", help="torch CPU threads per job (CPU runs are bit-identical for the same count)."
     ),
+    batch_seeds: int = typer.Option(
+        1, "--batch-seeds", help="Train K seeds of an arch together as one batched model (inline launcher)."
+    ),
     partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
     gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="SLURM GPUs per job."),
     cpus_per_job: int | None = typer.Option(
@@ -123,6 +126,7 @@ def train_command(
         time_min=parse_minutes(time_limit),
         mem_gb=parse_gigabytes(mem) if mem else None,
         threads=threads,
+        batch_seeds=batch_seeds,
     )
     config.validate(len(arch) * seeds)
     # "auto" travels as is: each worker picks its own node's device.

@@ -178,7 +178,8 @@ def fit(net, images, labels, config: EvalConfig, epochs: int, order, augment, pr
             optimizer = sgd(config.lr * 0.1)
         if progress_task is not None:
             # Reading the loss waits for the device: only every 50 epochs and at the end.
-            shown = {"epoch": epoch, "loss": float(loss)} if epoch % 50 == 0 or epoch == epochs else {}
+            due = epoch % 50 == 0 or epoch == epochs
+            shown = {"epoch": epoch, "loss": round(float(loss.mean()), 4)} if due else {}
             progress_task.advance(1, **shown)
     return net
 

@@ -62,15 +62,17 @@ def forward_in_pieces(
 
 
 def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The summed cross-entropy; for stacked copies' logits (B, K, N) and labels (B, N), the sum
-    of every copy's own. On CPU that sum is taken copy by copy, so each copy's gradient has the
-    bits it has when the copy trains alone."""
-    if logits.dim() == 2 or logits.device.type != "cpu":
+    """The summed cross-entropy: 0-d, or for stacked copies' logits (B, K, N) and labels (B, N)
+    one sum per copy, (N,). On CPU each copy's is computed alone, so its value and gradient have
+    the bits the copy gets when it trains alone."""
+    if logits.dim() == 2:
         return F.cross_entropy(logits, labels, reduction="sum")
-    return sum(
+    if logits.device.type != "cpu":
+        return F.cross_entropy(logits, labels, reduction="none").sum(0)
+    return torch.stack([
         F.cross_entropy(logits[:, :, n].contiguous(), labels[:, n], reduction="sum")
         for n in range(logits.shape[2])
-    )
+    ])
 
 
 def cross_entropy_backward(
@@ -80,14 +82,14 @@ def cross_entropy_backward(
     size: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Backpropagate the batch-mean cross-entropy, `size` images per forward; parameter gradients
-    accumulate in `.grad`. Returns the loss and the logits, detached."""
+    accumulate in `.grad`. Returns the loss (per copy for stacked copies) and the logits, detached."""
     total = torch.zeros((), device=images.device)
     logits = []
     for part in pieces(len(images), size):
         out = forward(images[part])
         loss = summed_cross_entropy(out, labels[part]) / len(images)
-        loss.backward()
-        total += loss.detach()
+        loss.sum().backward()
+        total = total + loss.detach()
         logits.append(out.detach())
     return total, torch.cat(logits)
 

@@ -25,7 +25,7 @@ import torch
 from ddz.errors import ConfigError, DDZError
 from ddz.io import atomic_write_json, ddz_home
 from ddz.progress import NullProgress, Progress, Task
-from ddz.zoo.train import RunResult, TrainJob, result_from_done, train_run
+from ddz.zoo.train import RunResult, TrainJob, result_from_done, train_run, train_runs
 
 LAUNCHERS = ("inline", "local", "slurm")
 LOG_TAIL_LINES = 15
@@ -47,11 +47,20 @@ class LaunchConfig:
     threads: int | None = None
     folder: Path | None = None  # default DDZ_HOME/jobs/zoo-<dataset>-<UTC time>-<pid>
     poll_s: float = 0.5
+    batch_seeds: int = 1  # seeds of one arch trained together as one batched model (inline)
 
     def validate(self, n_jobs: int) -> str:
-        launcher = self.launcher or ("inline" if n_jobs <= 1 else "local")
+        if self.batch_seeds < 1:
+            raise ConfigError(f"--batch-seeds must be at least 1, got {self.batch_seeds}")
+        batched = self.batch_seeds > 1
+        launcher = self.launcher or ("inline" if n_jobs <= 1 or batched else "local")
         if launcher not in LAUNCHERS:
             raise ConfigError(f"unknown --launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
+        if batched and launcher != "inline":
+            raise ConfigError(
+                f"--batch-seeds {self.batch_seeds} trains seeds together in this process: use "
+                f"--launcher inline (or --batch-seeds 1 with --launcher {launcher})"
+            )
         if self.jobs is not None and self.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
         if self.threads is not None and self.threads < 1:
@@ -339,9 +348,10 @@ def run_grid(
         if config.threads:
             torch.set_num_threads(config.threads)
         try:
-            for job in pending:
-                results[job.key] = _run_inline(job, progress, data)
-                grid.advance(1)
+            for group in seed_groups(pending, config.batch_seeds):
+                for job, result in zip(group, _run_inline(group, progress, data), strict=True):
+                    results[job.key] = result
+                    grid.advance(1)
         finally:
             torch.set_num_threads(threads)
     elif pending:
@@ -364,13 +374,23 @@ def run_grid(
     return GridSummary(launcher, ordered, time.perf_counter() - started, folder)
 
 
-def _run_inline(job: TrainJob, progress: Progress, data) -> RunResult:
-    task = progress.task(f"{job.arch} seed{job.seed}", job.recipe.epochs)
+def seed_groups(jobs: list[TrainJob], size: int) -> list[list[TrainJob]]:
+    """Jobs in groups of at most `size` seeds of one arch, in the order given."""
+    by_arch: dict[str, list[TrainJob]] = {}
+    for job in jobs:
+        by_arch.setdefault(job.arch, []).append(job)
+    return [same[i : i + size] for same in by_arch.values() for i in range(0, len(same), size)]
+
+
+def _run_inline(group: list[TrainJob], progress: Progress, data) -> list[RunResult]:
+    """One job, or several seeds of one arch trained as one batched model, in this process."""
+    label = f"{group[0].arch} seed" + ("s " if len(group) > 1 else "") + ",".join(str(j.seed) for j in group)
+    task = progress.task(label, group[0].recipe.epochs)
     try:
-        return train_run(job, task, data)
+        return train_runs(group, task, data)
     except Exception as error:
         tail = "\n".join(traceback.format_exc().rstrip().splitlines()[-LOG_TAIL_LINES:])
-        return failed_result(job, one_line(error), tail)
+        return [failed_result(job, one_line(error), tail) for job in group]
     finally:
         task.close()
 

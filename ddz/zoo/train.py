@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from filelock import FileLock, Timeout
 from ddz.data.base import ImageDataset
 from ddz.errors import ConfigError, DataError, IntegrityError
 from ddz.io import atomic_write_json, ddz_home
+from ddz.nets.stacked import StackedNets
 from ddz.progress import Task
 from ddz.seeding import derive_seed
-from ddz.training import accuracy, train_epoch
+from ddz.training import accuracies, accuracy, train_epoch
 from ddz.zoo.store import (
     SnapshotName,
     ZooStore,
@@ -286,9 +288,8 @@ def result_from_done(job: TrainJob, status: str = "trained") -> RunResult | None
     )
 
 
-def _optimizer_split(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The optimiser state as (tensors, JSON scalars), so that no pickle is needed."""
-    state = optimizer.state_dict()
+def _optimizer_split(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser state dict as (tensors, JSON scalars), so that no pickle is needed."""
     tensors, scalars = {}, {}
     for index, entry in state["state"].items():
         for key, value in entry.items():
@@ -315,7 +316,7 @@ def save_checkpoint(
     job: TrainJob,
     epoch: int,
     net: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict[str, Any],
     order: torch.Generator,
     history: list[dict[str, Any]],
     extra: dict[str, Any],
@@ -324,7 +325,7 @@ def save_checkpoint(
 
     A kill at any point leaves either the previous or the new checkpoint complete."""
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-    optim_tensors, optim_json = _optimizer_split(optimizer)
+    optim_tensors, optim_json = _optimizer_split(optimizer_state)
     tensors.update(optim_tensors)
     tensors["rng.order"] = order.get_state().to("cpu").contiguous().clone()
     file_name = f"checkpoint-epoch{epoch}.safetensors"
@@ -403,139 +404,258 @@ def build_job_net(job: TrainJob, data: ImageDataset):
         raise ConfigError(f"--net-option does not fit {job.arch}: {error}") from None
 
 
+@dataclass
+class _Live:
+    """One job while it trains: its net, optimiser, order generator and what it has done."""
+
+    job: TrainJob
+    net: torch.nn.Module
+    optimizer: torch.optim.SGD
+    order: torch.Generator
+    start: int
+    history: list[dict[str, Any]]
+    snapshots: dict[int, str]
+    seconds: float
+    images: int
+
+
+def _restore(job: TrainJob, data: ImageDataset, device: str) -> _Live:
+    """Build the job's net and optimiser and load its checkpoint, if it has one."""
+    recipe = job.recipe
+    net = build_job_net(job, data).to(device)
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    order = torch.Generator(device=device).manual_seed(derive_seed(job.seed, "zoo", job.arch, "order"))
+    sidecar = load_checkpoint(job, net, optimizer, order, device) or {}
+    return _Live(
+        job, net, optimizer, order,
+        start=int(sidecar.get("epoch", 0)),
+        history=list(sidecar.get("history", [])),
+        snapshots={int(e): s for e, s in sidecar.get("snapshots", {}).items()},
+        seconds=float(sidecar.get("seconds_train", 0.0)),
+        images=int(sidecar.get("images_trained", 0)),
+    )
+
+
+def stack_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """SGD states of N copies as the state of their StackedNets (buffers concatenated)."""
+    return {
+        "state": {
+            index: {key: torch.cat([s["state"][index][key] for s in states]) for key in entry}
+            for index, entry in states[0]["state"].items()
+        },
+        "param_groups": states[0]["param_groups"],
+    }
+
+
+def unstack_optimizer_state(state: dict[str, Any], copies: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "state": {
+                index: {key: value.chunk(copies)[n] for key, value in entry.items()}
+                for index, entry in state["state"].items()
+            },
+            "param_groups": state["param_groups"],
+        }
+        for n in range(copies)
+    ]
+
+
 def train_run(job: TrainJob, task: Task | None = None, data: ImageDataset | None = None) -> RunResult:
     """Train one (arch, seed) by `job.recipe`, resuming from its checkpoint; skip it when done."""
-    from ddz import __version__
+    return train_runs([job], task, data)[0]
+
+
+def train_runs(
+    jobs: list[TrainJob], task: Task | None = None, data: ImageDataset | None = None
+) -> list[RunResult]:
+    """Train several seeds of one (dataset, arch, recipe) in one process, as one StackedNets.
+
+    Each seed keeps its own run folder, lock, checkpoint, snapshots and done marker, in the
+    format a single run writes, so a group resumes seed by seed, alone or batched. Seeds whose
+    checkpoints stand at different epochs train in separate stacks. On CPU a batched seed is
+    bit-identical to the same seed trained alone (ddz.nets.stacked)."""
     from ddz.data import load_dataset
 
-    device = resolve_device(job.device)
+    first = jobs[0]
+    if any((j.dataset, j.arch, j.recipe, j.device) != (first.dataset, first.arch, first.recipe, first.device)
+           for j in jobs):
+        raise ConfigError("seeds trained together must share data set, arch, recipe and device")
+    device = resolve_device(first.device)
     if data is None:
-        check_data_reachable(job.dataset, job.data_root)
-        data = load_dataset(job.dataset, job.data_root, device, job.resolution)
+        check_data_reachable(first.dataset, first.data_root)
+        data = load_dataset(first.dataset, first.data_root, device, first.resolution)
     else:
         data = data.to(device)
     fingerprint = data.fingerprint()
-    if job.data_fingerprint and fingerprint != job.data_fingerprint:
+    if first.data_fingerprint and fingerprint != first.data_fingerprint:
         raise DataError(
-            f"{job.dataset} under {job.data_root} differs from the data the grid was planned with "
-            f"(fingerprint {fingerprint[:12]} vs {job.data_fingerprint[:12]}); "
+            f"{first.dataset} under {first.data_root} differs from the data the grid was planned with "
+            f"(fingerprint {fingerprint[:12]} vs {first.data_fingerprint[:12]}); "
             "make every node see the same files"
         )
-    job = replace(job, data_fingerprint=fingerprint)
-    recipe = job.recipe.validate()
+    jobs = [replace(job, data_fingerprint=fingerprint) for job in jobs]
+    first.recipe.validate()
+    results: dict[str, RunResult] = {}
+    with ExitStack() as locks:
+        live = []
+        for job in jobs:
+            locks.enter_context(_run_lock(job))
+            if run_state(job) == "done":
+                results[job.key] = result_from_done(job, "skipped")  # type: ignore[assignment]
+                continue
+            _clean_partial_files(job.run_dir)
+            live.append(_restore(job, data, device))
+        resumed_at = min((member.start for member in live), default=0)
+        if task is not None and resumed_at:
+            task.advance(resumed_at, epoch=resumed_at)
+        for start in sorted({member.start for member in live}):
+            group = [member for member in live if member.start == start]
+            for member in _train_together(group, data, device, task):
+                results[member.job.key] = _finish(member, device)
+    return [results[job.key] for job in jobs]
+
+
+@contextmanager
+def _run_lock(job: TrainJob):
     job.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(job.run_dir / ".run.lock"), timeout=0)
     try:
-        lock = FileLock(str(job.run_dir / ".run.lock"), timeout=0)
         lock.acquire()
     except Timeout:
         raise ConfigError(
             f"{job.run_name} is being trained by another process right now; wait for it"
         ) from None
     try:
-        if run_state(job) == "done":
-            return result_from_done(job, "skipped")  # type: ignore[return-value]
-        _clean_partial_files(job.run_dir)
-        net = build_job_net(job, data).to(device)
-        optimizer = torch.optim.SGD(
-            net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-        )
-        order = torch.Generator(device=device).manual_seed(derive_seed(job.seed, "zoo", job.arch, "order"))
-        sidecar = load_checkpoint(job, net, optimizer, order, device)
-        start = int(sidecar["epoch"]) if sidecar else 0
-        history: list[dict[str, Any]] = list(sidecar["history"]) if sidecar else []
-        snapshots: dict[int, str] = {int(e): s for e, s in (sidecar or {}).get("snapshots", {}).items()}
-        seconds = float((sidecar or {}).get("seconds_train", 0.0))
-        images = int((sidecar or {}).get("images_trained", 0))
-        if task is not None and start:
-            task.advance(start, epoch=start, loss=history[-1]["train_loss"] if history else float("nan"))
-        base_metadata = {
-            "data_source": job.dataset,
-            "classes": list(data.classes),
-            "mean": list(data.mean),
-            "std": list(data.std),
-            "recipe": recipe.to_json(),
-            "recipe_hash": recipe.hash(),
-            "data_fingerprint": fingerprint,
-            "ddz_version": __version__,
-            # Lineage, not recipe: CPU reductions split work by thread, so bit-identical re-runs
-            # need the same device and thread count.
-            "train_device": device,
-            "torch_threads": torch.get_num_threads(),
-        }
-        cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-        for epoch in range(start + 1, recipe.epochs + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr_at(epoch)
-            # Anything in a net that draws from the global RNG (e.g. dropout) sees a stream fixed by
-            # (seed, epoch), so a resumed run draws exactly what an uninterrupted one would.
-            with torch.random.fork_rng(devices=cuda_devices):
-                torch.manual_seed(derive_seed(job.seed, "zoo", job.arch, "epoch", epoch))
-                began = time.perf_counter()
-                loss, acc = train_epoch(
-                    net, data.train_images, data.train_labels, optimizer, recipe.batch_size, order
-                )
-                seconds += time.perf_counter() - began
-            images += len(data.train_images)
-            metrics: dict[str, float] = {"train_loss": float(loss), "train_acc": float(acc)}
-            if epoch in recipe.snapshots:
-                metrics["test_acc"] = accuracy(net, data.test_images, data.test_labels)
-                record = job.store.save(job.snapshot_name(epoch), net, {**base_metadata, "metrics": metrics})
-                snapshots[epoch] = record.sha256
-            history.append({"epoch": epoch, "lr": recipe.lr_at(epoch), **metrics})
-            save_checkpoint(
-                job,
-                epoch,
-                net,
-                optimizer,
-                order,
-                history,
-                {
-                    "snapshots": snapshots,
-                    "seconds_train": seconds,
-                    "images_trained": images,
-                    "resumed_from": start,
-                },
-            )
-            if task is not None:
-                task.advance(1, epoch=epoch, loss=loss, acc=metrics.get("test_acc", acc))
-        last = next((h for h in reversed(history) if "test_acc" in h), history[-1] if history else {})
-        result = RunResult(
-            job.arch,
-            job.seed,
-            job.run_name,
-            "trained",
-            epochs_run=recipe.epochs - start,
-            resumed_from=start,
-            seconds_train=seconds,
-            images_per_sec=images / seconds if seconds else 0.0,
-            snapshots=snapshots,
-            metrics={k: v for k, v in last.items() if k in ("train_loss", "train_acc", "test_acc")},
-        )
-        atomic_write_json(
-            job.run_dir / "done.json",
-            {
-                "format": DONE_FORMAT,
-                "name": job.run_name,
-                "recipe_hash": recipe.hash(),
-                "recipe": recipe.to_json(),
-                "data_fingerprint": fingerprint,
-                "snapshots": {str(e): s for e, s in sorted(snapshots.items())},
-                "metrics": result.metrics,
-                "epochs_run": result.epochs_run,
-                "resumed_from": start,
-                "seconds_train": seconds,
-                "images_per_sec": result.images_per_sec,
-                "history": history,
-                "device": device,
-                "finished": utc_now(),
-            },
-        )
-        (job.run_dir / "checkpoint.json").unlink(missing_ok=True)
-        for old in job.run_dir.glob("checkpoint-epoch*.safetensors"):
-            old.unlink(missing_ok=True)
-        return result
+        yield
     finally:
         lock.release()
+
+
+def _train_together(group: list[_Live], data: ImageDataset, device: str, task: Task | None) -> list[_Live]:
+    """The epoch loop of one net, or of N nets stacked: train, snapshot, checkpoint each seed."""
+    from ddz import __version__
+
+    first = group[0].job
+    recipe = first.recipe
+    if len(group) == 1:
+        model, optimizer, order = group[0].net, group[0].optimizer, group[0].order
+    else:
+        model = StackedNets([member.net for member in group])
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+        optimizer.load_state_dict(stack_optimizer_states([m.optimizer.state_dict() for m in group]))
+        order = [member.order for member in group]
+    base_metadata = {
+        "data_source": first.dataset,
+        "classes": list(data.classes),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "recipe": recipe.to_json(),
+        "recipe_hash": recipe.hash(),
+        "data_fingerprint": data.fingerprint(),
+        "ddz_version": __version__,
+        # Lineage, not recipe: CPU reductions split work by thread, so bit-identical re-runs
+        # need the same device and thread count.
+        "train_device": device,
+        "torch_threads": torch.get_num_threads(),
+    }
+    cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    for epoch in range(group[0].start + 1, recipe.epochs + 1):
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = recipe.lr_at(epoch)
+        # Anything in a net that draws from the global RNG (e.g. dropout) sees a stream fixed by
+        # (seed, epoch), so a resumed run draws exactly what an uninterrupted one would.
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(derive_seed(first.seed, "zoo", first.arch, "epoch", epoch))
+            began = time.perf_counter()
+            losses, accs = train_epoch(model, data.train_images, data.train_labels, optimizer,
+                                       recipe.batch_size, order)
+            elapsed = time.perf_counter() - began
+        nets = model.nets() if isinstance(model, StackedNets) else [model]
+        optimizer_states = (
+            unstack_optimizer_state(optimizer.state_dict(), len(group))
+            if len(group) > 1 else [optimizer.state_dict()]
+        )
+        test_accs = None
+        if epoch in recipe.snapshots:
+            test_accs = (
+                accuracies(model, data.test_images, data.test_labels) if isinstance(model, StackedNets)
+                else [accuracy(model, data.test_images, data.test_labels)]
+            )
+        for n, member in enumerate(group):
+            member.seconds += elapsed
+            member.images += len(data.train_images)
+            metrics: dict[str, float] = {
+                "train_loss": float(losses.reshape(-1)[n]), "train_acc": float(accs.reshape(-1)[n])
+            }
+            if test_accs is not None:
+                metrics["test_acc"] = test_accs[n]
+                record = member.job.store.save(
+                    member.job.snapshot_name(epoch), nets[n], {**base_metadata, "metrics": metrics}
+                )
+                member.snapshots[epoch] = record.sha256
+            member.history.append({"epoch": epoch, "lr": recipe.lr_at(epoch), **metrics})
+            save_checkpoint(
+                member.job, epoch, nets[n], optimizer_states[n], member.order, member.history,
+                {
+                    "snapshots": member.snapshots,
+                    "seconds_train": member.seconds,
+                    "images_trained": member.images,
+                    "resumed_from": member.start,
+                },
+            )
+        if task is not None:
+            shown = {"epoch": epoch, "loss": round(float(losses.mean()), 4)}
+            task.advance(1, **shown)
+    if isinstance(model, StackedNets):
+        for member, net in zip(group, model.nets(), strict=True):
+            member.net = net
+    return group
+
+
+def _finish(member: _Live, device: str) -> RunResult:
+    """Write the done marker and drop the checkpoint of a finished run."""
+    job, recipe = member.job, member.job.recipe
+    history = member.history
+    last = next((h for h in reversed(history) if "test_acc" in h), history[-1] if history else {})
+    result = RunResult(
+        job.arch,
+        job.seed,
+        job.run_name,
+        "trained",
+        epochs_run=recipe.epochs - member.start,
+        resumed_from=member.start,
+        seconds_train=member.seconds,
+        images_per_sec=member.images / member.seconds if member.seconds else 0.0,
+        snapshots=member.snapshots,
+        metrics={k: v for k, v in last.items() if k in ("train_loss", "train_acc", "test_acc")},
+    )
+    atomic_write_json(
+        job.run_dir / "done.json",
+        {
+            "format": DONE_FORMAT,
+            "name": job.run_name,
+            "recipe_hash": recipe.hash(),
+            "recipe": recipe.to_json(),
+            "data_fingerprint": job.data_fingerprint,
+            "snapshots": {str(e): s for e, s in sorted(member.snapshots.items())},
+            "metrics": result.metrics,
+            "epochs_run": result.epochs_run,
+            "resumed_from": member.start,
+            "seconds_train": member.seconds,
+            "images_per_sec": result.images_per_sec,
+            "history": history,
+            "device": device,
+            "finished": utc_now(),
+        },
+    )
+    (job.run_dir / "checkpoint.json").unlink(missing_ok=True)
+    for old in job.run_dir.glob("checkpoint-epoch*.safetensors"):
+        old.unlink(missing_ok=True)
+    return result
 
 
 def plan_grid(
