@@ -25,6 +25,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -98,11 +99,19 @@ def reference_epochs(
 def ddz_epochs(
     data: ImageDataset, seeds: list[int], epochs: int, config: EvalConfig, batched: bool
 ) -> Callable[[], None]:
+    return ddz_training(data, seeds, config, batched)(epochs)
+
+
+def ddz_training(
+    data: ImageDataset, seeds: list[int], config: EvalConfig, batched: bool
+) -> Callable[[int], Callable[[], None]]:
     """ddz's own training of N nets: sequential (train_epoch per net) or one StackedNets."""
     device = data.train_images.device
     images, labels = data.train_images, data.train_labels
     if batched:
         models = [StackedNets([fresh_net("convnet3", data, s, device) for s in seeds])]
+        if config.compile:
+            models[0].body.compile()
         orders = [[generator(s, "order", device=device) for s in seeds]]
         augments = [stacked_augmentation(config, data, "convnet3", seeds, device)]
     else:
@@ -112,15 +121,20 @@ def ddz_epochs(
     hyper = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
     optimizers = [torch.optim.SGD(m.parameters(), **hyper) for m in models]
 
-    def run() -> None:
-        for model, optimizer, order, augment in zip(models, optimizers, orders, augments, strict=True):
-            for _ in range(epochs):
-                train_epoch(model, images, labels, optimizer, config.batch_size, order, augment)
+    def epochs_of(epochs: int) -> Callable[[], None]:
+        def run() -> None:
+            for model, optimizer, order, augment in zip(models, optimizers, orders, augments, strict=True):
+                for _ in range(epochs):
+                    train_epoch(model, images, labels, optimizer, config.batch_size, order, augment)
 
-    return run
+        return run
+
+    return epochs_of
 
 
-def measure_eval(models: int, epochs: int, warmup: int, device: torch.device, reference: bool) -> dict:
+def measure_eval(
+    models: int, epochs: int, warmup: int, device: torch.device, reference: bool, compiled: bool
+) -> dict:
     data = shaped_dataset(K * IPC, device)
     config = EvalConfig(epochs=epochs)
     seeds = list(range(models))
@@ -133,6 +147,11 @@ def measure_eval(models: int, epochs: int, warmup: int, device: torch.device, re
         row[f"{name}_s_per_epoch"] = timed(ddz_epochs(data, seeds, epochs, config, batched), device) / epochs
         if batched:
             row["batched_peak_mb"] = round(peak_memory_mb(device), 1)
+    if compiled:  # the same batched training, torch.compile'd; the warm-up pays the compile
+        training = ddz_training(data, seeds, replace(config, compile=True), True)
+        row["compile_s"] = timed(training(warmup), device)
+        row["compiled_s_per_epoch"] = timed(training(epochs), device) / epochs
+        row["compiled_vs_sequential"] = row["sequential_s_per_epoch"] / row["compiled_s_per_epoch"]
     if reference:
         timed(reference_epochs(data, seeds, warmup, config), device)
         row["reference_s_per_epoch"] = timed(reference_epochs(data, seeds, epochs, config), device) / epochs
@@ -160,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
+    parser.add_argument("--compile", action="store_true", help="also time batched with torch.compile")
     parser.add_argument("--zoo-seeds", type=int, default=10)
     parser.add_argument("--zoo-images", type=int, default=2560, help="train images (CIFAR-10: 50000)")
     parser.add_argument("--threads", type=int, default=None)
@@ -174,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'N':>4} {'reference s/ep':>15} {'sequential s/ep':>16} {'batched s/ep':>13} "
           f"{'vs seq':>7} {'vs ref':>7} {'peak MB':>9}")
     for models in sorted(args.models):
-        row = measure_eval(models, args.epochs, args.warmup, device, not args.no_reference)
+        row = measure_eval(models, args.epochs, args.warmup, device, not args.no_reference, args.compile)
         rows.append(row)
         ref = row.get("reference_s_per_epoch", float("nan"))
         print(
@@ -182,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['batched_s_per_epoch']:>13.4f} {row['batched_vs_sequential']:>6.2f}x "
             f"{row.get('batched_vs_reference', float('nan')):>6.2f}x {row['batched_peak_mb']:>9.0f}"
         )
+        if args.compile:
+            print(f"{'':>4} compiled: {row['compiled_s_per_epoch']:.4f} s/epoch, "
+                  f"{row['compiled_vs_sequential']:.2f}x sequential "
+                  f"(compile + warm-up {row['compile_s']:.1f} s)")
     zoo = measure_zoo(args.zoo_seeds, args.zoo_images, device) if args.zoo_seeds else None
     if zoo:
         print(

@@ -58,6 +58,7 @@ class EvalConfig:
     augment: str = "dsa"
     dsa_config: DSAConfig = field(default_factory=DSAConfig)
     batched: bool = True  # the N models of an arch as one StackedNets (same results, faster)
+    compile: bool = False  # torch.compile the nets (pays on a GPU for long runs; seconds to compile)
 
     def validate(self) -> None:
         for arch in self.archs:
@@ -139,6 +140,8 @@ def train_net(
 ) -> nn.Module:
     """One fresh `arch` trained on (images, labels) by the protocol, every draw from `seed`."""
     net = fresh_net(arch, dataset, seed, images.device)
+    if config.compile:
+        net.compile()
     augment = training_augmentation(config, dataset, arch, seed, images.device)
     order = generator(seed, "order", device=images.device)
     return fit(net, images, labels, config, config.epochs_for(dataset, arch), order, augment, progress_task)
@@ -156,6 +159,8 @@ def train_stacked(
     """len(seeds) fresh `arch` nets trained as one StackedNets; copy n is `train_net(seeds[n])`."""
     device = images.device
     net = StackedNets([fresh_net(arch, dataset, seed, device) for seed in seeds])
+    if config.compile:
+        net.body.compile()  # in place: state dict keys stay those of one net
     augment = stacked_augmentation(config, dataset, arch, seeds, device)
     orders = [generator(seed, "order", device=device) for seed in seeds]
     return fit(net, images, labels, config, config.epochs_for(dataset, arch), orders, augment, progress_task)
