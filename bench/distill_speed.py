@@ -291,9 +291,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time ddz with torch.compile")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--shape", default="3x32", help="CHANNELSxSIZE: 3x32 (CIFAR), 1x28 (MNIST)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    global CHANNELS, SIZE
+    CHANNELS, SIZE = (int(v) for v in args.shape.split("x"))
     data = random_dataset(args.device)
     results = {
         "shapes": {"classes": K, "ipc": IPC, "image": [CHANNELS, SIZE, SIZE], "batch_real": BATCH_REAL,

@@ -5,7 +5,8 @@ process; and the zoo's seeds trained for one epoch, one by one vs batched.
     .venv/bin/python bench/eval_speed.py                          # CPU: N = 5 and 25
     .venv/bin/python bench/eval_speed.py --device cuda --models 5 25 100 --json speed.json
 
-Evaluation workload: a CIFAR-10-shaped IPC-10 synset (100 images, 32x32x3), ConvNet-3, DSA,
+Evaluation workload: a CIFAR-10-shaped IPC-10 synset (100 images, 32x32x3; `--shape 1x28` for
+MNIST-shaped ones), ConvNet-3, DSA,
 batch 256, SGD(0.01, momentum 0.9, wd 5e-4): the per-epoch work of `evaluate_synset`. Each
 variant trains its N models for `--epochs` epochs after `--warmup` untimed ones; the table gives
 seconds per epoch of all N models. Zoo workload: `--zoo-images` random 32x32x3 images, batch
@@ -38,7 +39,8 @@ from ddz.nets.stacked import StackedNets
 from ddz.seeding import generator
 from ddz.training import train_epoch
 
-K, IPC, SIZE, CHANNELS = 10, 10, 32, 3
+K, IPC = 10, 10
+SHAPE = {"channels": 3, "size": 32}  # --shape; 1x28 is the MNIST family's (ConvNet pads it to 32)
 
 
 def synchronize(device: torch.device) -> None:
@@ -54,11 +56,12 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def shaped_dataset(images: int, device: torch.device) -> ImageDataset:
     gen = torch.Generator().manual_seed(0)
-    train = torch.randn(images, CHANNELS, SIZE, SIZE, generator=gen)
+    channels, size = SHAPE["channels"], SHAPE["size"]
+    train = torch.randn(images, channels, size, size, generator=gen)
     labels = torch.arange(images) % K
     return ImageDataset(
         "cifar10-shaped", train.to(device), labels.to(device), train[:K].to(device), labels[:K].to(device),
-        [str(c) for c in range(K)], (0.0,) * CHANNELS, (1.0,) * CHANNELS,
+        [str(c) for c in range(K)], (0.0,) * channels, (1.0,) * channels,
     )
 
 
@@ -182,14 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time batched with torch.compile")
     parser.add_argument("--zoo-seeds", type=int, default=10)
     parser.add_argument("--zoo-images", type=int, default=2560, help="train images (CIFAR-10: 50000)")
+    parser.add_argument("--shape", default="3x32", help="CHANNELSxSIZE of the images: 3x32 (CIFAR), 1x28")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    channels, size = (int(v) for v in args.shape.split("x"))
+    SHAPE.update(channels=channels, size=size)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"images {channels}x{size}x{size}")
     rows = []
     print(f"{'N':>4} {'reference s/ep':>15} {'sequential s/ep':>16} {'batched s/ep':>13} "
           f"{'vs seq':>7} {'vs ref':>7} {'peak MB':>9}")
@@ -215,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json_path:
         atomic_write_json(args.json_path, {
-            "device": str(device), "device_name": name, "torch": torch.__version__,
+            "device": str(device), "device_name": name, "torch": torch.__version__, "shape": args.shape,
             "threads": torch.get_num_threads(), "eval": rows, "zoo": zoo,
         })
     return 0

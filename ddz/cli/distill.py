@@ -88,6 +88,7 @@ def distill_command(
     eval_batched: bool = typer.Option(
         True, "--batched/--sequential", help="Train an eval arch's models as one batched model (same nets)."
     ),
+    eval_compile: bool = typer.Option(False, "--eval-compile", help="torch.compile the evaluation nets."),
     compile_nets: bool = typer.Option(False, "--compile", help="torch.compile the distillation net."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run report as JSON here."),
 ) -> None:
@@ -123,7 +124,7 @@ def distill_command(
         raise ConfigError(f"--eval-models must be >= 0, got {eval_models}")
     eval_config = EvalConfig(
         archs=tuple(eval_arch or [arch]), models=max(eval_models, 1), epochs=eval_epochs,
-        augment=eval_augment, batched=eval_batched,
+        augment=eval_augment, batched=eval_batched, compile=eval_compile,
     )
     eval_config.validate()
     check_dataset_name(dataset)

@@ -59,6 +59,9 @@ def eval_command(
     batched: bool = typer.Option(
         True, "--batched/--sequential", help="Train an arch's models as one batched model (same results)."
     ),
+    compile_nets: bool = typer.Option(
+        False, "--compile", help="torch.compile the nets: pays on a GPU for long runs (compiles for seconds)."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     """Evaluate by the protocol: N fresh nets per arch, SGD, accuracy on the real test set.
@@ -67,7 +70,7 @@ def eval_command(
     seed S+k, and summarised as the reference does: mean and std over all sets x models."""
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
-        augment="none" if no_dsa else augment, batched=batched,
+        augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,
     )
     config.validate()
     if runs < 1:

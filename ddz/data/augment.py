@@ -89,11 +89,18 @@ def augment(x: torch.Tensor, params: DSAParams, config: DSAConfig) -> torch.Tens
     else:
         out = grouped.clone()
         for token in present:
-            sel = torch.tensor(
-                [g for g, t in enumerate(params.tokens) if t == token], device=x.device
-            )
+            sel = _device_index([g for g, t in enumerate(params.tokens) if t == token], x.device)
             out = out.index_copy(0, sel, _apply_token(token, grouped[sel], u[sel], config))
     return out.squeeze(1) if plain else out
+
+
+def _device_index(indices: list[int], device: torch.device) -> torch.Tensor:
+    """A host-side index list on `device`; to a GPU through pinned memory, so that the copy does
+    not make the host wait for the device."""
+    index = torch.tensor(indices)
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
 
 
 def _apply_token(token: str, x: torch.Tensor, u: torch.Tensor, cfg: DSAConfig) -> torch.Tensor:

@@ -1,20 +1,24 @@
-"""N independent copies of one architecture as one module (grouped convolutions).
+"""N independent copies of one architecture as one module.
 
-The copies never mix: copy n owns channels [n*C, (n+1)*C) of every activation. A conv becomes
-one grouped conv (groups = N), a GroupNorm or BatchNorm over N*C channels normalises each copy's
-channels with that copy's own statistics, a Linear becomes a batched matrix product. Every
-stacked parameter and buffer is the copies' tensors concatenated along dim 0, under the same name
-as in one net, so stacking and unstacking is `torch.cat` / `torch.chunk` on state dicts, and each
-copy's initial weights are exactly those its own seed builds.
+Every stacked parameter and buffer is the copies' tensors concatenated along dim 0, under the
+name it has in one net, so stacking and unstacking is `torch.cat` / `torch.chunk` on state
+dicts, and each copy's initial weights are exactly those its own seed builds. Two ways to run it:
+
+- On a GPU, one module of grouped layers (`body`): copy n owns channels [n*C, (n+1)*C) of every
+  activation; a conv is one grouped conv (groups = N), a GroupNorm or BatchNorm over N*C channels
+  normalises each copy with its own statistics, a Linear is one batched matmul. One kernel launch
+  serves all copies.
+- On a CPU, copy by copy: the single-net module runs N times (`torch.func.functional_call`) on
+  views of the stacked tensors. A 2-core CPU is busy with one copy's arithmetic already, and this
+  keeps each copy's cache-sized micro-batches and gives it the exact bits it gets alone.
 
 Input: (B, N*C, H, W), copy n's images in channels [n*C, (n+1)*C); or (B, C, H, W), the same
-images for every copy (test-set accuracy), which the first conv broadcasts for free.
-Output: (B, K, N) logits, classes in dim 1 as `F.cross_entropy` takes them, so that the summed
-loss of all copies gives each copy exactly its own gradient.
+images for every copy (test-set accuracy). Output: (B, K, N) logits, classes in dim 1 as
+`F.cross_entropy` takes them, so the summed loss of all copies gives each copy its own gradient.
 
-Why grouped convolutions and not torch.func.vmap: vmap lowers a batched conv to the same grouped
-conv, but cannot update BatchNorm's running statistics in place, and a module tree whose
-state_dict matches the single net's keeps snapshots, checkpoints and resume unchanged.
+Why not torch.func.vmap for the GPU path: vmap lowers a batched conv to the same grouped conv,
+cannot update BatchNorm's running statistics in place, and a module tree whose state_dict matches
+the single net's keeps snapshots, checkpoints and resume unchanged.
 """
 
 from __future__ import annotations
@@ -24,25 +28,13 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ddz.nets.models import DDNet
 
 # Layers without parameters or state that act on each channel (or each image) alone.
 # An empty nn.Sequential is the identity (ResNet's plain shortcut).
 CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity, nn.Flatten, nn.Sequential)
-
-
-def split_on(x: torch.Tensor) -> bool:
-    """Whether convs and linears run copy by copy: on CPU, where oneDNN's grouped conv is no
-    faster than N dense ones (bench/eval_speed.py) and the per-copy kernels give each copy the
-    bits it gets alone. GPUs run the grouped kernels: one launch instead of N."""
-    return x.device.type == "cpu"
-
-
-def per_copy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, copies: int):
-    """(input, weight, bias) of each copy: channel blocks of x, row blocks of the parameters."""
-    biases = bias.chunk(copies) if bias is not None else [None] * copies
-    return zip(x.chunk(copies, 1), weight.chunk(copies), biases, strict=True)
 
 
 class NotStackable(TypeError):
@@ -62,23 +54,17 @@ class StackedConv2d(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shared = x.shape[1] == self.in_channels // self.groups
-        if shared or not split_on(x):
-            groups = 1 if shared else self.groups
-            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, groups)
-        return torch.cat([
-            F.conv2d(part.contiguous(), weight, bias, self.stride, self.padding, self.dilation)
-            for part, weight, bias in per_copy(x, self.weight, self.bias, self.groups)
-        ], 1)
+        groups = 1 if x.shape[1] == self.in_channels // self.groups else self.groups
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, groups)
 
 
 class StackedAvgPool2d(nn.AvgPool2d):
-    """2x2 average pooling; on a GPU as a reshape and a mean, whose backward is a broadcast (the
-    avg_pool2d backward kernel took a fifth of a stacked ConvNet-3 step on an H200)."""
+    """2x2 average pooling as a reshape and a mean, whose backward is a broadcast (the avg_pool2d
+    backward kernel took a fifth of a stacked ConvNet-3 step on an H200)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        if split_on(x) or h % 2 or w % 2:
+        if h % 2 or w % 2:
             return super().forward(x)
         return x.view(b, c, h // 2, 2, w // 2, 2).mean((3, 5))
 
@@ -96,9 +82,6 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.copies
-        if split_on(x):
-            parts = per_copy(x, self.weight, self.bias, n)
-            return torch.stack([_contiguous_grad(F.linear(p, w, b)) for p, w, b in parts], 2)
         weight = self.weight.view(n, -1, self.weight.shape[1])  # (N, out, in)
         inputs = x.view(x.shape[0], n, -1).transpose(0, 1)  # (N, B, in)
         out = torch.bmm(inputs, weight.transpose(1, 2))  # (N, B, out)
@@ -109,8 +92,8 @@ class StackedLinear(nn.Module):
 
 class _ContiguousGrad(torch.autograd.Function):
     """The identity, whose backward hands on a contiguous gradient: a copy's slice of the stacked
-    logits' gradient is strided, and Linear's bias gradient (a sum over the batch) would add a
-    strided tensor in another order than the copy alone does."""
+    logits' gradient is strided, and the classifier's bias gradient (a sum over the batch) would
+    add a strided tensor in another order than the copy alone does."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
@@ -200,22 +183,41 @@ class StackedNets(nn.Module):
         if not nets:
             raise ValueError("StackedNets needs at least one net")
         self.copies = len(nets)
-        self._template = [nets[0]]  # a list, so that its parameters are not registered here
+        self.in_channels = nets[0].config["in_channels"]
+        device = next(nets[0].parameters()).device
+        # The single net, run on views of the stacked tensors on CPU; in a list, so that its own
+        # parameters are not registered here.
+        self._single = [copy.deepcopy(nets[0])]
         body = copy.deepcopy(nets[0])
         for name, layer in list(body.named_modules()):
             if name and not any(True for _ in layer.children()):
                 body.set_submodule(name, stack_layer(layer, self.copies))
-        self.body = body.to_empty(device=next(nets[0].parameters()).device)
+        self.body = body.to_empty(device=device)
         self.body.load_state_dict(stack_states([net.state_dict() for net in nets]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.body(x) if x.device.type != "cpu" else self._copy_by_copy(x)
+
+    def _copy_by_copy(self, x: torch.Tensor) -> torch.Tensor:
+        n, single = self.copies, self._single[0].train(self.training)
+        tensors = {**dict(self.body.named_parameters()), **dict(self.body.named_buffers())}
+        views = {k: v.chunk(n) for k, v in tensors.items() if v.dim()}
+        counters = {k: v for k, v in tensors.items() if not v.dim()}  # BatchNorm's num_batches_tracked
+        inputs = [x] * n if x.shape[1] == self.in_channels else x.chunk(n, 1)
+        logits = []
+        for i, part in enumerate(inputs):
+            own = {**{k: v[i] for k, v in views.items()}, **{k: v.clone() for k, v in counters.items()}}
+            logits.append(_contiguous_grad(functional_call(single, own, (part.contiguous(),))))
+            if i == n - 1:  # every copy counted the same batches: keep one count
+                for key, counter in counters.items():
+                    counter.copy_(own[key])
+        return torch.stack(logits, 2)
 
     def nets(self) -> list[DDNet]:
         """Each copy as an ordinary net (new modules, the current weights and buffers)."""
         out = []
         for state in unstack_state(self.body.state_dict(), self.copies):
-            net = copy.deepcopy(self._template[0]).to(state[next(iter(state))].device)
+            net = copy.deepcopy(self._single[0]).to(state[next(iter(state))].device)
             net.load_state_dict(state)
             out.append(net.train(self.training))
         return out
