@@ -9,13 +9,15 @@ Evaluation workload: a CIFAR-10-shaped IPC-10 synset (100 images, 32x32x3; `--sh
 MNIST-shaped ones), ConvNet-3, DSA,
 batch 256, SGD(0.01, momentum 0.9, wd 5e-4): the per-epoch work of `evaluate_synset`. Each
 variant trains its N models for `--epochs` epochs after `--warmup` untimed ones; the table gives
-seconds per epoch of all N models. Zoo workload: `--zoo-images` random 32x32x3 images, batch
-256, no augmentation (the PTM recipe), `--zoo-seeds` seeds for one epoch.
+seconds per epoch of all N models (median of `--reps` interleaved rounds). Zoo workload:
+`--zoo-images` random 32x32x3 images, batch 256, no augmentation (the PTM recipe), `--zoo-seeds`
+seeds for one epoch.
 
 The reference-style loop is the reference evaluate_synset's inner loop written plainly: one net,
 whole-batch forward, DSA per batch, cross-entropy, backward, SGD step. Ratios are the other
-variant's time / batched time (> 1: batched faster). Peak memory: the CUDA allocator's peak, or on
-CPU the process's peak RSS (a running maximum: models are measured in increasing N).
+variant's time / batched time (> 1: batched faster). Peak memory, over all variants of a row
+(the batched one holds the most): the CUDA allocator's peak, or on CPU the process's peak RSS (a
+running maximum: rows are measured in increasing N).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -73,9 +76,9 @@ def timed(run: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def reference_epochs(
-    data: ImageDataset, seeds: list[int], epochs: int, config: EvalConfig
-) -> Callable[[], None]:
+def reference_training(
+    data: ImageDataset, seeds: list[int], config: EvalConfig
+) -> Callable[[int], Callable[[], None]]:
     """N nets, one after another, each trained by a plain whole-batch loop."""
     device = data.train_images.device
     nets = [fresh_net("convnet3", data, s, device) for s in seeds]
@@ -83,26 +86,23 @@ def reference_epochs(
     dsas = [DSA(DSAConfig(), s, device) for s in seeds]
     images, labels = data.train_images, data.train_labels
 
-    def run() -> None:
-        for net, optimizer, dsa in zip(nets, optimizers, dsas, strict=True):
-            net.train()
-            for _ in range(epochs):
-                order = torch.randperm(len(images), device=device)
-                for start in range(0, len(images), config.batch_size):
-                    idx = order[start : start + config.batch_size]
-                    x = dsa(images[idx], dsa.per_sample(len(idx)))
-                    loss = F.cross_entropy(net(x), labels[idx])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
+    def epochs_of(epochs: int) -> Callable[[], None]:
+        def run() -> None:
+            for net, optimizer, dsa in zip(nets, optimizers, dsas, strict=True):
+                net.train()
+                for _ in range(epochs):
+                    order = torch.randperm(len(images), device=device)
+                    for start in range(0, len(images), config.batch_size):
+                        idx = order[start : start + config.batch_size]
+                        x = dsa(images[idx], dsa.per_sample(len(idx)))
+                        loss = F.cross_entropy(net(x), labels[idx])
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
 
-    return run
+        return run
 
-
-def ddz_epochs(
-    data: ImageDataset, seeds: list[int], epochs: int, config: EvalConfig, batched: bool
-) -> Callable[[], None]:
-    return ddz_training(data, seeds, config, batched)(epochs)
+    return epochs_of
 
 
 def ddz_training(
@@ -114,7 +114,7 @@ def ddz_training(
     if batched:
         models = [StackedNets([fresh_net("convnet3", data, s, device) for s in seeds])]
         if config.compile:
-            models[0].body.compile()
+            models[0].compile()
         orders = [[generator(s, "order", device=device) for s in seeds]]
         augments = [stacked_augmentation(config, data, "convnet3", seeds, device)]
     else:
@@ -136,41 +136,58 @@ def ddz_training(
 
 
 def measure_eval(
-    models: int, epochs: int, warmup: int, device: torch.device, reference: bool, compiled: bool
+    models: int, epochs: int, warmup: int, reps: int, device: torch.device, reference: bool, compiled: bool
 ) -> dict:
+    """Seconds per epoch of each variant: `reps` rounds, the variants interleaved within a round
+    (so that drift of a shared machine hits them alike), median over rounds."""
     data = shaped_dataset(K * IPC, device)
     config = EvalConfig(epochs=epochs)
     seeds = list(range(models))
-    row: dict = {"models": models, "epochs": epochs}
-    variants = {"sequential": False, "batched": True}
-    for name, batched in variants.items():
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        timed(ddz_epochs(data, seeds, warmup, config, batched), device)
-        row[f"{name}_s_per_epoch"] = timed(ddz_epochs(data, seeds, epochs, config, batched), device) / epochs
-        if batched:
-            row["batched_peak_mb"] = round(peak_memory_mb(device), 1)
-    if compiled:  # the same batched training, torch.compile'd; the warm-up pays the compile
-        training = ddz_training(data, seeds, replace(config, compile=True), True)
-        row["compile_s"] = timed(training(warmup), device)
-        row["compiled_s_per_epoch"] = timed(training(epochs), device) / epochs
-        row["compiled_vs_sequential"] = row["sequential_s_per_epoch"] / row["compiled_s_per_epoch"]
+    runners = {
+        "sequential": ddz_training(data, seeds, config, False),
+        "batched": ddz_training(data, seeds, config, True),
+    }
+    if compiled:
+        runners["compiled"] = ddz_training(data, seeds, replace(config, compile=True), True)
     if reference:
-        timed(reference_epochs(data, seeds, warmup, config), device)
-        row["reference_s_per_epoch"] = timed(reference_epochs(data, seeds, epochs, config), device) / epochs
-        row["batched_vs_reference"] = row["reference_s_per_epoch"] / row["batched_s_per_epoch"]
-    row["batched_vs_sequential"] = row["sequential_s_per_epoch"] / row["batched_s_per_epoch"]
+        runners["reference"] = reference_training(data, seeds, config)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    row: dict = {"models": models, "epochs": epochs, "reps": reps}
+    for name, runner in runners.items():  # warm-up; for "compiled" it includes compiling
+        row[f"{name}_warmup_s"] = timed(runner(warmup), device)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, runner in runners.items():
+            times[name].append(timed(runner(epochs), device) / epochs)
+    for name, seconds in times.items():
+        row[f"{name}_s_per_epoch"] = statistics.median(seconds)
+        row[f"{name}_all_s_per_epoch"] = seconds
+    row["peak_mb"] = round(peak_memory_mb(device), 1)
+    for name in ("sequential", "reference", "compiled"):
+        if name in times:
+            row[f"batched_vs_{name}"] = row[f"{name}_s_per_epoch"] / row["batched_s_per_epoch"]
+    if compiled:
+        row["compiled_vs_sequential"] = row["sequential_s_per_epoch"] / row["compiled_s_per_epoch"]
     return row
 
 
-def measure_zoo(seeds: int, images: int, device: torch.device) -> dict:
+def measure_zoo(seeds: int, images: int, reps: int, device: torch.device) -> dict:
+    """One epoch of `seeds` zoo seeds, one by one vs batched: interleaved rounds, median."""
     data = shaped_dataset(images, device)
     config = EvalConfig(augment="none", lr=0.01, weight_decay=5e-3)
-    row: dict = {"seeds": seeds, "images": images}
-    warmup_data = shaped_dataset(256, device)
-    for name, batched in (("sequential", False), ("batched", True)):
-        timed(ddz_epochs(warmup_data, list(range(seeds)), 1, config, batched), device)
-        row[f"{name}_s"] = timed(ddz_epochs(data, list(range(seeds)), 1, config, batched), device)
+    runners = {name: ddz_training(data, list(range(seeds)), config, name == "batched")
+               for name in ("sequential", "batched")}
+    for runner in runners.values():
+        timed(runner(1), device)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, runner in runners.items():
+            times[name].append(timed(runner(1), device))
+    row: dict = {"seeds": seeds, "images": images, "reps": reps}
+    for name, seconds in times.items():
+        row[f"{name}_s"] = statistics.median(seconds)
+        row[f"{name}_all_s"] = seconds
     row["batched_vs_sequential"] = row["sequential_s"] / row["batched_s"]
     return row
 
@@ -181,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, nargs="+", default=[5, 25])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3, help="interleaved rounds of --epochs (median)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
     parser.add_argument("--compile", action="store_true", help="also time batched with torch.compile")
     parser.add_argument("--zoo-seeds", type=int, default=10)
@@ -201,19 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'N':>4} {'reference s/ep':>15} {'sequential s/ep':>16} {'batched s/ep':>13} "
           f"{'vs seq':>7} {'vs ref':>7} {'peak MB':>9}")
     for models in sorted(args.models):
-        row = measure_eval(models, args.epochs, args.warmup, device, not args.no_reference, args.compile)
+        row = measure_eval(
+            models, args.epochs, args.warmup, args.reps, device, not args.no_reference, args.compile
+        )
         rows.append(row)
         ref = row.get("reference_s_per_epoch", float("nan"))
         print(
             f"{models:>4} {ref:>15.4f} {row['sequential_s_per_epoch']:>16.4f} "
             f"{row['batched_s_per_epoch']:>13.4f} {row['batched_vs_sequential']:>6.2f}x "
-            f"{row.get('batched_vs_reference', float('nan')):>6.2f}x {row['batched_peak_mb']:>9.0f}"
+            f"{row.get('batched_vs_reference', float('nan')):>6.2f}x {row['peak_mb']:>9.0f}"
         )
         if args.compile:
             print(f"{'':>4} compiled: {row['compiled_s_per_epoch']:.4f} s/epoch, "
                   f"{row['compiled_vs_sequential']:.2f}x sequential "
-                  f"(compile + warm-up {row['compile_s']:.1f} s)")
-    zoo = measure_zoo(args.zoo_seeds, args.zoo_images, device) if args.zoo_seeds else None
+                  f"(compile + warm-up {row['compiled_warmup_s']:.1f} s)")
+    zoo = measure_zoo(args.zoo_seeds, args.zoo_images, args.reps, device) if args.zoo_seeds else None
     if zoo:
         print(
             f"zoo: {zoo['seeds']} seeds x 1 epoch of {zoo['images']} images: "

@@ -51,10 +51,19 @@ def train_epoch(
             x, y = x[0], y[0]
         if augment is not None:
             x = augment(x)
-        if stacked:  # copy n's images in channels [n*C, (n+1)*C)
-            x, y = x.transpose(0, 1).flatten(1, 2), y.T
         optimizer.zero_grad(set_to_none=True)
-        loss, logits = cross_entropy_backward(net, x, y, micro)
+        if not stacked:
+            loss, logits = cross_entropy_backward(net, x, y, micro)
+        elif images.device.type == "cpu":  # copy by copy: forward and backward in cache
+            steps = [
+                cross_entropy_backward(forward, part, target, micro)
+                for forward, part, target in zip(net.copy_forwards(), x, y, strict=True)
+            ]
+            loss, logits = torch.stack([s[0] for s in steps]), torch.stack([s[1] for s in steps], 2)
+            y = y.T
+        else:  # copy n's images in channels [n*C, (n+1)*C), one forward for all copies
+            x, y = x.transpose(0, 1).flatten(1, 2), y.T
+            loss, logits = cross_entropy_backward(net, x, y, micro)
         optimizer.step()
         total_loss += loss * idx.shape[1]
         correct += (logits.argmax(1) == y).sum(0)

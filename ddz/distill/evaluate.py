@@ -160,7 +160,7 @@ def train_stacked(
     device = images.device
     net = StackedNets([fresh_net(arch, dataset, seed, device) for seed in seeds])
     if config.compile:
-        net.body.compile()  # in place: state dict keys stay those of one net
+        net.compile()  # in place: state dict keys stay those of one net
     augment = stacked_augmentation(config, dataset, arch, seeds, device)
     orders = [generator(seed, "order", device=device) for seed in seeds]
     return fit(net, images, labels, config, config.epochs_for(dataset, arch), orders, augment, progress_task)

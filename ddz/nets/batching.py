@@ -63,16 +63,10 @@ def forward_in_pieces(
 
 def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The summed cross-entropy: 0-d, or for stacked copies' logits (B, K, N) and labels (B, N)
-    one sum per copy, (N,). On CPU each copy's is computed alone, so its value and gradient have
-    the bits the copy gets when it trains alone."""
+    one sum per copy, (N,)."""
     if logits.dim() == 2:
         return F.cross_entropy(logits, labels, reduction="sum")
-    if logits.device.type != "cpu":
-        return F.cross_entropy(logits, labels, reduction="none").sum(0)
-    return torch.stack([
-        F.cross_entropy(logits[:, :, n].contiguous(), labels[:, n], reduction="sum")
-        for n in range(logits.shape[2])
-    ])
+    return F.cross_entropy(logits, labels, reduction="none").sum(0)
 
 
 def cross_entropy_backward(

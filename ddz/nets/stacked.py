@@ -24,6 +24,7 @@ the single net's keeps snapshots, checkpoints and resume unchanged.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -88,23 +89,6 @@ class StackedLinear(nn.Module):
         if self.bias is not None:
             out = out + self.bias.view(n, 1, -1)
         return out.permute(1, 2, 0)  # (B, out, N)
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """The identity, whose backward hands on a contiguous gradient: a copy's slice of the stacked
-    logits' gradient is strided, and the classifier's bias gradient (a sum over the batch) would
-    add a strided tensor in another order than the copy alone does."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
-
-
-_contiguous_grad = _ContiguousGrad.apply
 
 
 class StackedLayerNorm(nn.Module):
@@ -196,22 +180,38 @@ class StackedNets(nn.Module):
         self.body.load_state_dict(stack_states([net.state_dict() for net in nets]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) if x.device.type != "cpu" else self._copy_by_copy(x)
+        if x.device.type != "cpu":
+            return self.body(x)
+        parts = [x] * self.copies if x.shape[1] == self.in_channels else x.chunk(self.copies, 1)
+        forwards = self.copy_forwards()
+        return torch.stack([f(part.contiguous()) for f, part in zip(forwards, parts, strict=True)], 2)
 
-    def _copy_by_copy(self, x: torch.Tensor) -> torch.Tensor:
+    def copy_forwards(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The CPU path: one forward per copy, the single net computing with copy n's slices of
+        the stacked tensors. Its parameters are leaves that share the stacked storage, and their
+        `.grad` is their slice of the stacked `.grad`, so each copy's backward accumulates its
+        gradient in place, exactly as the copy alone does, and the optimiser steps the stacked
+        tensors."""
         n, single = self.copies, self._single[0].train(self.training)
-        tensors = {**dict(self.body.named_parameters()), **dict(self.body.named_buffers())}
-        views = {k: v.chunk(n) for k, v in tensors.items() if v.dim()}
-        counters = {k: v for k, v in tensors.items() if not v.dim()}  # BatchNorm's num_batches_tracked
-        inputs = [x] * n if x.shape[1] == self.in_channels else x.chunk(n, 1)
-        logits = []
-        for i, part in enumerate(inputs):
-            own = {**{k: v[i] for k, v in views.items()}, **{k: v.clone() for k, v in counters.items()}}
-            logits.append(_contiguous_grad(functional_call(single, own, (part.contiguous(),))))
-            if i == n - 1:  # every copy counted the same batches: keep one count
-                for key, counter in counters.items():
-                    counter.copy_(own[key])
-        return torch.stack(logits, 2)
+        own: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
+        for name, param in self.body.named_parameters():
+            track = param.requires_grad and torch.is_grad_enabled()
+            if track and param.grad is None:
+                param.grad = torch.zeros_like(param)
+            for i, view in enumerate(param.detach().chunk(n)):
+                own[i][name] = view.requires_grad_(track)
+                if track:
+                    own[i][name].grad = param.grad.chunk(n)[i]
+        for name, buffer in self.body.named_buffers():
+            for i in range(n):
+                # A 0-d buffer (BatchNorm's batch count) is one for all copies: copy 0 counts.
+                own[i][name] = buffer.chunk(n)[i] if buffer.dim() else (buffer if i == 0 else buffer.clone())
+        return [lambda x, tensors=tensors: functional_call(single, tensors, (x,)) for tensors in own]
+
+    def compile(self, *args, **kwargs) -> None:
+        """torch.compile in place both ways of running: the grouped body and the single net."""
+        self.body.compile(*args, **kwargs)
+        self._single[0].compile(*args, **kwargs)
 
     def nets(self) -> list[DDNet]:
         """Each copy as an ordinary net (new modules, the current weights and buffers)."""
