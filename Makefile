@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test check system bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,9 +13,19 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/ddz demo --out runs/demo
 
-test: $(VENV)/.installed
+# System packages the tests need (SLURM, munge, git): installed once, never from inside a test.
+system:
+	bash scripts/setup-system.sh
+
+# The whole suite: what the README and CI run.
+test: $(VENV)/.installed system
 	$(VENV)/bin/ruff check ddz tests bench
 	$(VENV)/bin/python -m pytest -q
+
+# The fast part for everyday work: everything but the end-to-end and cluster tests (marked slow).
+check: $(VENV)/.installed system
+	$(VENV)/bin/ruff check ddz tests bench
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) bench/distill_speed.py

@@ -1,7 +1,7 @@
 """A real single-node SLURM cluster for tests: munged, slurmctld and slurmd started by hand.
 
 Use it from a test module with `from slurm_cluster import slurm_cluster  # noqa: F401`. The
-fixture installs slurm-wlm and munge with apt-get when they are missing (it needs root), starts
+fixture needs slurm-wlm and munge installed (scripts/setup-system.sh, which `make test` runs), starts
 munged as the munge user with its own key and socket, writes a slurm.conf on free ports with
 NodeName = `hostname -s` (addressed on 127.0.0.1), points SLURM_CONF at it for the session, waits
 until the node is idle, and at the end cancels every job and stops the three daemons.
@@ -50,17 +50,10 @@ class SlurmCluster:
 
 
 def ensure_installed() -> None:
-    """apt-get install slurm-wlm and munge when a daemon is missing (root only; never skip)."""
-    if all(shutil.which(d) or Path("/usr/sbin", d).exists() for d in DAEMONS):
-        return
-    if os.geteuid() != 0:
-        raise RuntimeError("slurm-wlm and munge are missing and installing them needs root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "slurm-wlm", "munge"]
-    done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:  # stale package lists: update once, then try again
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600, check=True)
-        subprocess.run(install, env=env, capture_output=True, timeout=600, check=True)
+    """slurm-wlm and munge must be there: scripts/setup-system.sh installs them (make test does)."""
+    missing = [d for d in DAEMONS if not (shutil.which(d) or Path("/usr/sbin", d).exists())]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} missing: run scripts/setup-system.sh (as root) first")
 
 
 def _daemon(name: str) -> str:

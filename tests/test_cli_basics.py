@@ -73,3 +73,21 @@ def test_usage_errors_exit_2_without_traceback(run_ddz) -> None:
     result = run_ddz("eval", "--bogus")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "--bogus" in result.stderr
+
+
+def test_help_and_zoo_listing_import_no_torch(run_ddz, tmp_path: Path) -> None:
+    """`ddz --help`, `ddz zoo list` and `ddz zoo show` start without torch or timm (seconds saved
+    on every call; bench/cli_startup.py times it)."""
+    from ddz.nets import build_net
+    from ddz.zoo.store import SnapshotName, ZooStore
+
+    store = ZooStore(tmp_path / "ddz-home" / "zoo")
+    net = build_net("convnet3", 1, 10, 16, generator_seed=0, width=8)
+    store.save(SnapshotName("digits", "convnet3", 0, 1), net, {"metrics": {"test_acc": 0.5}})
+    for args in (["--help"], ["zoo", "list"], ["zoo", "show", "digits/convnet3/seed0@epoch1"]):
+        result = run_ddz(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert result.returncode == 0, result.stderr
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert "ddz.cli.main" in imported  # the import log is there
+        assert not imported & {"torch", "timm"}, args
+    assert "digits/convnet3/seed0@epoch1" in result.stdout

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from safetensors import safe_open
 
 from ddz.io import sha256_file
+
+pytestmark = pytest.mark.slow  # end to end (make check leaves it out)
 
 
 def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:

@@ -28,6 +28,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_kill_9_after_a_checkpoint_then_resume_gives_the_uninterrupted_images(run_ddz, tmp_path):
     args = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "2", "--iterations", "80",
             "--checkpoint-every", "5", *FAST]
@@ -117,6 +118,7 @@ RUNS = ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "2", "--ite
         "--net-option", "width=8", "--batch-real", "32", "--eval-models", "2", "--eval-epochs", "3"]
 
 
+@pytest.mark.slow
 def test_runs_two_gives_two_synsets_and_the_reference_summary(run_ddz, tmp_path):
     result = run_ddz(*RUNS, "--runs", "2", "--out", "two", "--json", "two.json")
     assert result.returncode == 0, result.stderr
@@ -143,6 +145,7 @@ def test_runs_two_gives_two_synsets_and_the_reference_summary(run_ddz, tmp_path)
     assert alone_accs == report["runs"][1]["eval"]["convnet3"]["accs"]
 
 
+@pytest.mark.slow
 def test_runs_resume_after_a_kill_between_runs(run_ddz, tmp_path):
     args = [*RUNS, "--runs", "2", "--out", "killed", "--json", "killed.json"]
     env = {**os.environ, "DDZ_HOME": str(tmp_path / "ddz-home")}
@@ -172,6 +175,7 @@ def test_runs_resume_after_a_kill_between_runs(run_ddz, tmp_path):
                            load_synset(tmp_path / "straight" / f"seed{seed}").images)
 
 
+@pytest.mark.slow
 def test_alpha_in_the_json_and_its_errors_with_a_real_pool(run_ddz, tmp_path):
     from ddz.distill.alphas import MEASURED_RULE
 
@@ -197,6 +201,7 @@ def test_alpha_in_the_json_and_its_errors_with_a_real_pool(run_ddz, tmp_path):
     assert "--ptm" in line
 
 
+@pytest.mark.slow
 def test_resolution_reaches_distill_eval_and_zoo_train(run_ddz, tmp_path):
     from ddz.zoo.store import load_snapshot_file
 

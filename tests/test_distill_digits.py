@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ddz.distill.evaluate import EvalConfig, evaluate_synset, random_real
 from ddz.distill.loop import distill
 from ddz.distill.methods import DistillConfig
@@ -14,6 +16,7 @@ def accuracy(images, labels, dataset) -> float:
     return evaluate_synset(images, labels, dataset, EVAL, seed=0)["convnet3"].mean
 
 
+@pytest.mark.slow
 def test_dm_and_dsa_beat_random_real_on_digits(digits):
     """Settings chosen to fit the CPU test budget, identical for every set evaluated: ConvNet-3
     (width 128) trained 50 epochs by the protocol (DSA, SGD, lr x0.1 at half), mean of 2 models.

@@ -38,7 +38,13 @@ def relative_difference(a: nn.Module, b: nn.Module) -> float:
     return worst
 
 
-@pytest.mark.parametrize("arch", arch_names())
+# The deep nets take seconds each: in the full suite only (make check leaves them out).
+DEEP = ("convnet6", "vgg11", "vgg11bn", "resnet18", "resnet18bn")
+
+
+@pytest.mark.parametrize(
+    "arch", [pytest.param(a, marks=pytest.mark.slow) if a in DEEP else a for a in arch_names()]
+)
 def test_batched_models_end_where_sequential_ones_do(arch: str) -> None:
     data = random_set(arch)
     config = EvalConfig(epochs=4, batch_size=8)  # E + 1 = 5 epochs, with the lr decay and DSA
@@ -135,6 +141,7 @@ def test_evaluation_batched_and_sequential_agree(digits: ImageDataset) -> None:
     assert len(set(batched["convnet3"].accs)) > 1 or batched["convnet3"].accs[0] > 0.5
 
 
+@pytest.mark.slow
 def test_eval_cli_batched_and_sequential_give_the_same_json(run_ddz, tmp_path) -> None:
     args = ["eval", "--random-real", "--dataset", "digits", "--ipc", "1", "--models", "2", "--epochs", "2"]
     batched = run_ddz(*args, "--json", "batched.json")

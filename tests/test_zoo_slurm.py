@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 
+import pytest
 import torch
 from conftest import ddz_executable
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
 from ddz.zoo.store import ZooStore
 from ddz.zoo.train import TrainRecipe, plan_grid, train_run
+
+pytestmark = pytest.mark.slow  # end to end (make check leaves it out)
 
 TINY = ["--epochs", "2", "--snapshots", "1,2", "--net-option", "width=8"]
 

@@ -99,6 +99,7 @@ def _wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen, timeout: 
     raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout}s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "seeds", [["--seeds", "1"], ["--seeds", "2", "--batch-seeds", "2"]], ids=["one", "batched"]
 )

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -34,6 +33,8 @@ class Settings:
 
     @property
     def torch_device(self) -> str:
+        import torch  # here, not at the top: `ddz --help` and the zoo listing commands need no torch
+
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from ddz.cli.common import RichProgress, out, settings, write_json
 from ddz.cli.main import app
-from ddz.data import load_dataset
-from ddz.distill.evaluate import EvalConfig, combine_runs, evaluate_synset, random_real
-from ddz.distill.report import RunReport, run_record
-from ddz.distill.synset import load_synset
 from ddz.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ddz.distill.report import RunReport
 
 
 def results_table(report: RunReport) -> Table:
@@ -68,6 +68,11 @@ def eval_command(
 
     Several synthetic sets (or --random-real --runs N) are evaluated one after another, set k with
     seed S+k, and summarised as the reference does: mean and std over all sets x models."""
+    from ddz.data import load_dataset
+    from ddz.distill.evaluate import EvalConfig, combine_runs, evaluate_synset, random_real
+    from ddz.distill.report import RunReport, run_record
+    from ddz.distill.synset import load_synset
+
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
         augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,

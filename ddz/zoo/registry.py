@@ -448,7 +448,7 @@ def load_ptms(
 
     Fetches what is not cached (unless offline: then a DDZError names exactly what is missing).
     """
-    from ddz.zoo.external import load_external
+    from ddz.zoo.external_models import load_external
     from ddz.zoo.hub import materialize
     from ddz.zoo.store import load_snapshot_file
 

@@ -20,14 +20,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from filelock import FileLock
-from torch import nn
 
 from ddz.errors import IntegrityError, QueryError
 from ddz.io import atomic_write, atomic_write_json, ddz_home, sha256_bytes
+
+if TYPE_CHECKING:  # listing and querying the zoo import no torch; loading and saving do
+    import torch
+    from torch import nn
 
 SNAPSHOT_FORMAT = "ddz.snapshot/1"
 MANIFEST_FORMAT = "ddz.manifest/1"
@@ -182,6 +184,8 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over (name, dtype, shape, bytes) in name order: identifies the weights alone, so two
     runs can be compared whatever their metadata (e.g. creation time)."""
     import hashlib
+
+    import torch
 
     digest = hashlib.sha256()
     for name in sorted(tensors):
