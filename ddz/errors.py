@@ -19,11 +19,28 @@ class ConfigError(DDZError):
 
 
 class IntegrityError(DDZError):
-    """A file does not match its recorded sha256 or metadata."""
+    """A file does not match its recorded sha256 or metadata; `expected` and `actual` hold the two
+    sha256s when that is the mismatch."""
+
+    def __init__(self, message: str, expected: str | None = None, actual: str | None = None):
+        super().__init__(message)
+        self.expected, self.actual = expected, actual
 
 
 class QueryError(DDZError):
     """A zoo query is malformed or matches nothing."""
+
+
+class HubError(DDZError):
+    """A hub could not be reached or refused a request; raised from the library's own error."""
+
+
+class OfflineError(DDZError):
+    """Offline, and `missing` (PTM names) are only on a remote hub."""
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from olah_server import Olah, make_zoo, running_olah
 
-from ddz.errors import ConfigError, DDZError, IntegrityError
+from ddz.errors import ConfigError, DDZError, HubError, IntegrityError, OfflineError
 from ddz.io import sha256_bytes, sha256_file
 from ddz.zoo.hub import GitSession, choose_tag, parse_hub, pull, push, repo_name
 from ddz.zoo.lock import write_lock
@@ -137,8 +137,9 @@ def test_offline_names_exactly_the_missing_entries(olah, org, env, monkeypatch):
     pull("digits/convnet3/seed0@epoch4")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert len(load_ptms(["digits/convnet3/seed0@epoch4"], "cpu")) == 1
-    with pytest.raises(DDZError) as info:
+    with pytest.raises(OfflineError) as info:
         load_ptms(["digits/*@epoch4", "digits/convnet3/seed1@epoch1"], "cpu")
+    assert sorted(info.value.missing) == ["digits/convnet3/seed1@epoch1", "digits/convnet3/seed1@epoch4"]
     message = str(info.value)
     assert "offline (HF_HUB_OFFLINE=1) and 2 PTM file(s) are not in the cache" in message
     assert "digits/convnet3/seed1@epoch4" in message and "digits/convnet3/seed1@epoch1" in message
@@ -268,3 +269,29 @@ def test_cli_push_lock_pull(olah, org, run_ddz, tmp_path, monkeypatch, capsys):
     assert main(["zoo", "pull", "digits/convnet9"]) == 2
     err = capsys.readouterr().err
     assert "no arch matches 'convnet9'" in err and "Traceback" not in err
+
+
+@pytest.mark.slow  # the client retries for about 20 s before it gives up
+def test_an_unreachable_hub_is_a_hub_error_raised_from_its_cause(olah, org, env, run_ddz):
+    """The registry names a hub where nothing listens: the HubError keeps the client's error as
+    its cause; the CLI prints one line (no retry warnings), and with --debug the chain."""
+    import socket
+
+    make_zoo(env.home("a") / "zoo")
+    push("digits/*", str(olah.org_folder(org)))
+    with socket.socket() as probe:  # a free loopback port, closed again: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with update_registry() as registry:
+        registry.hubs[org] = dead
+    home = env.home("b")
+    with pytest.raises(HubError) as info:
+        pull("digits/convnet3/seed0@epoch4")
+    assert info.value.__cause__ is not None and dead in str(info.value)
+    plain = run_ddz("zoo", "pull", "digits/convnet3/seed0@epoch4", env={"DDZ_HOME": str(home)})
+    lines = plain.stderr.strip().splitlines()  # the pull's progress bar, then the error
+    assert plain.returncode == 2 and lines[-1].startswith("error: cannot download"), plain.stderr
+    assert "Traceback" not in plain.stderr and "Retrying" not in plain.stderr
+    assert sum("error" in line.lower() for line in lines) == 1
+    debug = run_ddz("--debug", "zoo", "pull", "digits/convnet3/seed0@epoch4", env={"DDZ_HOME": str(home)})
+    assert debug.returncode == 2 and "direct cause" in debug.stderr + debug.stdout

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlparse
 
 from filelock import FileLock
 
-from ddz.errors import ConfigError, DDZError, IntegrityError, QueryError
+from ddz.errors import ConfigError, DDZError, HubError, IntegrityError, OfflineError, QueryError
 from ddz.io import atomic_write, ddz_home, sha256_file
 from ddz.progress import NullProgress, Progress
 from ddz.zoo.query import natural_key
@@ -122,14 +122,21 @@ def git_cache_dir() -> Path:
 
 @contextmanager
 def _quiet_hf() -> Iterator[None]:
-    """The library never prints: no huggingface_hub progress bars while we call it."""
+    """The library never prints: no huggingface_hub progress bars or retry warnings while we call
+    it (a failure becomes one HubError, raised from the client's error)."""
+    import logging
+
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     was = are_progress_bars_disabled()
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
     disable_progress_bars()
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        logger.setLevel(level)
         if not was:
             enable_progress_bars()
 
@@ -253,10 +260,10 @@ def _git(git_dir: Path, *args: str, input: bytes | None = None, env: dict | None
         result = subprocess.run(["git", f"--git-dir={git_dir}", *args], input=input, env=environment,
                                 capture_output=True)
     except FileNotFoundError:
-        raise DDZError("git is not installed; folder hubs need it (apt-get install git)") from None
+        raise HubError("git is not installed; folder hubs need it (apt-get install git)") from None
     if check and result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
-        raise DDZError(f"git {args[0]} failed in {git_dir}: {message[-1] if message else result.returncode}")
+        raise HubError(f"git {args[0]} failed in {git_dir}: {message[-1] if message else result.returncode}")
     return result
 
 
@@ -396,7 +403,7 @@ def _session(hub: Hub, name: str) -> Iterator[RepoSession]:
     except DDZError:
         raise
     except Exception as error:  # huggingface_hub raises HTTP and OS errors of many kinds
-        raise DDZError(f"pushing to {hub.url} failed ({_first_line(error)})") from None
+        raise HubError(f"pushing to {hub.url} failed ({_first_line(error)})") from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,9 +533,9 @@ def _commit_and_manifest(row: Resolved, revision: str, offline: bool) -> tuple[s
                     local = try_to_load_from_cache(row.repo, "manifest.json", cache_dir=hf_cache_dir(),
                                                    revision=revision)
                     if not isinstance(local, str):
-                        raise DDZError(
+                        raise OfflineError(
                             f"offline, and the manifest of {row.repo} at {revision} is not in the cache; "
-                            "pull it once online"
+                            "pull it once online", [row.name],
                         )
                 else:
                     local = hf_hub_download(row.repo, "manifest.json", revision=revision, endpoint=where,
@@ -536,7 +543,8 @@ def _commit_and_manifest(row: Resolved, revision: str, offline: bool) -> tuple[s
         except DDZError:
             raise
         except Exception as error:
-            raise DDZError(f"cannot read {row.repo}@{revision} from {where} ({_first_line(error)})") from None
+            why = _first_line(error)
+            raise HubError(f"cannot read {row.repo}@{revision} from {where} ({why})") from error
         commit = Path(local).parent.name
         data = Path(local).read_bytes()
     try:
@@ -620,7 +628,7 @@ def _fetch_git(folder: Path, row: Resolved) -> Path:
     target = _git_cache_path(row)
     result = _git(git_dir(folder), "cat-file", "blob", f"{row.revision}:{row.path}", check=False)
     if result.returncode != 0:
-        raise DDZError(f"{row.path} at {row.revision[:12]} is not in {folder} (for {row.name})")
+        raise HubError(f"{row.path} at {row.revision[:12]} is not in {folder} (for {row.name})")
     atomic_write(target, lambda tmp: tmp.write_bytes(result.stdout))
     actual = sha256_file(target)
     if actual != row.sha256:
@@ -640,12 +648,12 @@ def _fetch_http(endpoint: str, repo: str, revision: str, rows: list[Resolved]) -
             )
     except Exception as error:  # connection, HTTP and repository errors all end the pull
         why = _first_line(error)
-        raise DDZError(f"cannot download {repo}@{revision[:12]} from {endpoint} ({why})") from None
+        raise HubError(f"cannot download {repo}@{revision[:12]} from {endpoint} ({why})") from error
     files, bad = {}, []
     for row in rows:
         path = Path(folder) / row.path
         if not path.is_file():
-            raise DDZError(f"{endpoint} served no {row.path} in {repo}@{revision[:12]} (for {row.name})")
+            raise HubError(f"{endpoint} served no {row.path} in {repo}@{revision[:12]} (for {row.name})")
         actual = sha256_file(path)
         if actual != row.sha256:
             _remove_cached(path)
@@ -667,7 +675,7 @@ def materialize(rows: Sequence[Resolved], offline: bool = False, progress: Progr
                 ) -> dict[str, Path]:
     """A verified local file for every zoo row (external rows are skipped): the local zoo (when it
     holds the row's bytes; a zoo snapshot re-trained since is skipped for the published one), then
-    the caches, then the hub. Offline, rows that only a remote hub has are named in one DDZError."""
+    the caches, then the hub. Offline, rows that only a remote hub has are named in one OfflineError."""
     files: dict[str, Path] = {}
     needed: list[Resolved] = []
     for row in rows:
@@ -686,7 +694,7 @@ def materialize(rows: Sequence[Resolved], offline: bool = False, progress: Progr
     if offline:
         remote = [r for r in needed if routes[r.name][0] == "http"]
         if remote:
-            raise DDZError(missing_message(remote))
+            raise OfflineError(missing_message(remote), [r.name for r in remote])
     task = (progress or NullProgress()).task("pull", total=len(needed))
     groups: dict[tuple[str, str, str], list[Resolved]] = {}
     for row in needed:

@@ -277,7 +277,8 @@ def read_verified(path: str | Path, expected_sha256: str | None) -> tuple[bytes,
     if expected_sha256 is not None and actual != expected_sha256:
         raise IntegrityError(
             f"{path} fails its integrity check: sha256 {actual} but the record says {expected_sha256}; "
-            "the file was changed or corrupted, delete it and re-train or re-pull it"
+            "the file was changed or corrupted, delete it and re-train or re-pull it",
+            expected=expected_sha256, actual=actual,
         )
     return data, actual
 
