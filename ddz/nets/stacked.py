@@ -51,7 +51,7 @@ class StackedConv2d(nn.Conv2d):
         super().__init__(
             conv.in_channels * copies, conv.out_channels * copies, conv.kernel_size, conv.stride,
             conv.padding, conv.dilation, groups=copies, bias=conv.bias is not None,
-            device=conv.weight.device, dtype=conv.weight.dtype,
+            device="meta", dtype=conv.weight.dtype,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
