@@ -78,12 +78,9 @@ def test_usage_errors_exit_2_without_traceback(run_ddz) -> None:
 def test_help_and_zoo_listing_import_no_torch(run_ddz, tmp_path: Path) -> None:
     """`ddz --help`, `ddz zoo list` and `ddz zoo show` start without torch or timm (seconds saved
     on every call; bench/cli_startup.py times it)."""
-    from ddz.nets import build_net
-    from ddz.zoo.store import SnapshotName, ZooStore
+    from olah_server import make_zoo
 
-    store = ZooStore(tmp_path / "ddz-home" / "zoo")
-    net = build_net("convnet3", 1, 10, 16, generator_seed=0, width=8)
-    store.save(SnapshotName("digits", "convnet3", 0, 1), net, {"metrics": {"test_acc": 0.5}})
+    make_zoo(tmp_path / "ddz-home" / "zoo", seeds=(0,), epochs=(1,))
     for args in (["--help"], ["zoo", "list"], ["zoo", "show", "digits/convnet3/seed0@epoch1"]):
         result = run_ddz(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert result.returncode == 0, result.stderr

@@ -17,8 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ddz.errors import ConfigError
 from ddz.io import atomic_write_json
+from ddz.zoo.api import Zoo
 
 console = Console(stderr=True)
 out = Console()
@@ -33,15 +33,13 @@ class Settings:
 
     @property
     def torch_device(self) -> str:
-        import torch  # here, not at the top: `ddz --help` and the zoo listing commands need no torch
+        from ddz.devices import resolve_device  # imports torch: `ddz --help` and `zoo list` need none
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"unknown --device {self.device!r}; valid: auto, cpu, cuda")
-        return self.device
+        return resolve_device(self.device)
+
+    def zoo(self) -> Zoo:
+        """The zoo the environment names (DDZ_HOME, DDZ_REGISTRY, HF_*): read here, once per command."""
+        return Zoo.from_env()
 
 
 settings = Settings()

@@ -109,7 +109,6 @@ def distill_command(
     ).resolved(dataset)
     alpha_all, alpha_per_arch = parse_alpha_options(alpha)
     guide_config = GuidanceConfig(guidance, alpha_all, tuple(alpha_per_arch.items()), cclom_batch)
-    guide_config.validate()
     if guidance == "none" and ptm:
         raise ConfigError("--guidance none with --ptm: drop --ptm, or choose --guidance auto|clom|cclom")
     if guidance in ("clom", "cclom") and not ptm:
@@ -126,7 +125,6 @@ def distill_command(
         archs=tuple(eval_arch or [arch]), models=max(eval_models, 1), epochs=eval_epochs,
         augment=eval_augment, batched=eval_batched, compile=eval_compile,
     )
-    eval_config.validate()
     check_dataset_name(dataset)
 
     device = settings.torch_device
@@ -134,9 +132,7 @@ def distill_command(
     check_ipc(data, ipc)
     guide = None
     if ptm:
-        from ddz.zoo.registry import load_ptms
-
-        guide = Guidance(load_ptms(ptm, device), data, guide_config, config.method, ipc)
+        guide = Guidance(settings.zoo().load_ptms(ptm, device), data, guide_config, config.method, ipc)
         console.print(f"guidance: {guide.kind}, alpha {guide.alpha} ({guide.alpha_source})",
                       markup=False, highlight=False, soft_wrap=True)
     seeds = [settings.seed + k for k in range(runs)]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -14,6 +15,9 @@ from rich.table import Table
 from ddz.cli.common import RichProgress, console, out, print_json, settings, write_json
 from ddz.cli.main import app
 from ddz.errors import ConfigError, DDZError, IntegrityError, QueryError
+from ddz.io import check_sha256, sha256_file
+from ddz.zoo.records import SnapshotName
+from ddz.zoo.sources.local import read_snapshot_meta
 
 zoo_app = typer.Typer(
     name="zoo",
@@ -89,22 +93,15 @@ def train_command(
 ) -> None:
     """Train seeds x archs by the PTM recipe, keeping epoch snapshots; resumable and re-submittable."""
     from ddz.data import load_dataset
-    from ddz.nets import check_arch
-    from ddz.zoo.launch import LaunchConfig, run_grid
+    from ddz.zoo.launch import LaunchConfig
     from ddz.zoo.train import (
         TrainRecipe,
         check_data_reachable,
         default_snapshots,
         parse_epochs,
         parse_net_options,
-        plan_grid,
-        resolve_device,
     )
 
-    for name in arch:
-        check_arch(name)
-    if seeds < 1 or seed_start < 0:
-        raise ConfigError("--seeds must be at least 1 and --seed-start at least 0")
     recipe = TrainRecipe(
         epochs=epochs,
         batch_size=batch_size,
@@ -116,7 +113,7 @@ def train_command(
         if snapshots is not None
         else default_snapshots(epochs),
         net=parse_net_options(net_option),
-    ).validate()
+    )
     config = LaunchConfig(
         launcher=launcher,
         jobs=jobs,
@@ -128,21 +125,13 @@ def train_command(
         threads=threads,
         batch_seeds=batch_seeds,
     )
-    config.validate(len(arch) * seeds)
     # "auto" travels as is: each worker picks its own node's device.
-    device = "auto" if settings.device == "auto" else resolve_device(settings.torch_device)
+    device = "auto" if settings.device == "auto" else settings.torch_device
     check_data_reachable(dataset, settings.data_root)
     data = load_dataset(dataset, settings.data_root, "cpu", resolution)
-    planned = plan_grid(
-        dataset,
-        arch,
-        list(range(seed_start, seed_start + seeds)),
-        recipe,
-        data,
-        settings.data_root,
-        device=device,
-        resolution=resolution,
-    )
+    zoo = settings.zoo()
+    seed_list = list(range(seed_start, seed_start + seeds))
+    planned = zoo.plan(dataset, arch, seed_list, recipe, data, settings.data_root, device, resolution)
     todo = sum(state != "done" for _, state in planned)
     console.print(
         f"zoo grid: {data.name} x {', '.join(dict.fromkeys(arch))} x seeds "
@@ -152,7 +141,7 @@ def train_command(
     )
     started = time.perf_counter()
     with RichProgress() as progress:
-        summary = run_grid([job for job, _ in planned], config, progress, data)
+        summary = zoo.train([job for job, _ in planned], config, progress, data)
     wall = time.perf_counter() - started
     out.print(summary_table(summary))
     for failed in summary.failed:
@@ -213,10 +202,8 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the PTMs a query selects: local snapshots, hub entries and external models."""
-    from ddz.zoo.registry import resolve
-
     try:
-        rows = resolve(query, where)
+        rows = settings.zoo().resolve(query, where)
     except QueryError:
         if query != "*" or where:
             raise
@@ -229,12 +216,12 @@ def list_command(
     for column in ("source", "size", "train_loss", "test_acc", "sha256"):
         table.add_column(column)
     for row in rows:
-        metrics = row.metadata.get("metrics", {}) or {}
-        size = row.metadata.get("size")
+        metrics = row.summary.metrics if row.summary else {}
+        size = row.summary.size if row.summary else None
         table.add_row(
             row.name,
             row.source,
-            _size(size) if isinstance(size, int) else "-",
+            _size(size) if size is not None else "-",
             _fmt(metrics.get("train_loss")),
             _fmt(metrics.get("test_acc")),
             (row.sha256 or "-")[:12],
@@ -248,30 +235,25 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show one snapshot: its record, metadata and lineage; its sha256 is checked."""
-    from ddz.io import sha256_file
-    from ddz.zoo.store import SnapshotName, ZooStore, read_metadata
-
-    store = ZooStore()
+    store = settings.zoo().local
     try:
         parsed = SnapshotName.parse(name)
     except QueryError:
-        matches = store.records(name, with_metadata=False)
+        matches = store.records(name)
         if len(matches) != 1:
             raise
         parsed = matches[0].name
     record = store.record(parsed)
     actual = sha256_file(record.path) if record.path.exists() else None
     verified = actual == record.sha256
-    metadata = read_metadata(record.path) if record.path.exists() else {}
+    metadata = read_snapshot_meta(record.path).to_json() if record.path.exists() else {}
     if as_json:
         print_json({**record.to_json(), "verified": verified, "metadata": metadata})
     else:
         out.print(_show_table(parsed, record, verified, actual, metadata))
-    if not verified:
-        raise IntegrityError(
-            f"{record.path} fails its integrity check (sha256 {actual}, manifest {record.sha256}); "
-            "delete it and re-train or re-pull it"
-        )
+    if actual is None:
+        raise IntegrityError(f"{record.path} is missing; re-train or re-pull it")
+    check_sha256(record.path, actual, record.sha256)
 
 
 def _show_table(parsed, record, verified: bool, actual: str | None, metadata: dict) -> Table:
@@ -288,6 +270,4 @@ def _show_table(parsed, record, verified: bool, actual: str | None, metadata: di
 
 
 def _compact(value: object) -> str:
-    import json
-
     return json.dumps(value, separators=(", ", ": "))

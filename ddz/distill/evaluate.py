@@ -30,9 +30,8 @@ from torch import nn
 from ddz.data.augment import DSA, DSAConfig, DSAParams, augment
 from ddz.data.base import ImageDataset
 from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
-from ddz.distill.synset import content_sha256
 from ddz.errors import ConfigError, unknown_name
-from ddz.io import atomic_write_json
+from ddz.io import atomic_write_json, content_sha256
 from ddz.nets import build_net, check_arch
 from ddz.nets.stacked import StackedNets, stackable
 from ddz.progress import NullProgress, Progress
@@ -60,7 +59,7 @@ class EvalConfig:
     batched: bool = True  # the N models of an arch as one StackedNets (same results, faster)
     compile: bool = False  # torch.compile the nets (pays on a GPU for long runs; seconds to compile)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for arch in self.archs:
             check_arch(arch)
         if self.augment not in AUGMENTS:
@@ -238,7 +237,6 @@ def evaluate_synset(
 
     An arch that cannot be stacked trains its nets one after another; `notes` gets one line
     saying so."""
-    config.validate()
     progress = progress or NullProgress()
     results: dict[str, ArchResult] = {}
     images = images.to(dataset.device)

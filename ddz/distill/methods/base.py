@@ -89,7 +89,6 @@ class DistillConfig:
 
     def resolved(self, dataset: str | None = None) -> DistillConfig:
         """Every default filled in; `dataset` (its name) decides DM's lr_img."""
-        self.validate()
         dm = self.method == "dm"
         iterations = self.iterations if self.iterations is not None else (20000 if dm else 1000)
         lr_img = self.lr_img if self.lr_img is not None else default_lr_img(self.method, dataset, self.ipc)
@@ -103,7 +102,7 @@ class DistillConfig:
             inner_loop=self.inner_loop if self.inner_loop is not None else inner,
         )
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(unknown_name("method", self.method, METHODS))
         if self.init is not None and self.init not in INITS:
