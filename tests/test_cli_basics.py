@@ -88,3 +88,28 @@ def test_help_and_zoo_listing_import_no_torch(run_ddz, tmp_path: Path) -> None:
         assert "ddz.cli.main" in imported  # the import log is there
         assert not imported & {"torch", "timm"}, args
     assert "digits/convnet3/seed0@epoch1" in result.stdout
+
+
+def test_progress_rows_stay_readable_at_80_columns(monkeypatch) -> None:
+    """Counts and times keep their columns at 80 characters; fields are rounded; a long
+    description is the part that gives way (an ellipsis)."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    import ddz.cli.common as common
+
+    buffer = io.StringIO()
+    narrow = Console(file=buffer, width=80, force_terminal=True, color_system=None)
+    monkeypatch.setattr(common, "console", narrow)
+    with common.RichProgress() as progress:
+        progress.task("zoo grid (inline)", 10).advance(3)
+        progress.task("convnet3 seeds 0,1,2,3", 150).advance(12, epoch=12, loss=0.10933597385883331, acc=0.85)
+        progress.task("distill dm ipc 10", 20000).advance(100, loss=12.3456789)
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue()).split("\r")
+    rows = [line for line in frames[-1].splitlines() if line.strip()]
+    assert len(rows) == 3 and all(len(row) <= 80 for row in rows)
+    assert re.search(r" 3/10 \d:\d\d:\d\d ", rows[0]) and re.search(r" 100/20000 \d:\d\d:\d\d ", rows[2])
+    assert "loss=12.3" in rows[2] and "0.1093359" not in buffer.getvalue()
+    assert rows[1].split(" 12/150 ")[0].rstrip(" ╸━").endswith("…")

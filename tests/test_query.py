@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddz.errors import QueryError
-from ddz.zoo.query import Candidate, Glob, Query, natural_key, parse_query, parse_where, select, split_name
+from ddz.zoo.query import Candidate, Glob, Query, natural_key, parse_where, select, split_name
 
 
 def grid(datasets=("cifar10", "cifar100"), archs=("convnet3", "vgg11"), seeds=range(12), epochs=(1, 4, 10)):
@@ -46,19 +46,19 @@ def names(query, where=None, rows=None):
     "d?g*/[!v]*/seed1?@epoch{1,4,6}",
 ])
 def test_documented_queries_parse_and_round_trip(text):
-    query = parse_query(text)
+    query = Query.parse(text)
     assert str(query) == text
-    assert parse_query(str(query)) == query
+    assert Query.parse(str(query)) == query
 
 
 def test_axes_and_selectors_are_read_apart():
-    q = parse_query("cifar10/{convnet3,vgg11}/seed{0..2}@best")
-    assert q.dataset.text == "cifar10" and q.dataset.is_literal
+    q = Query.parse("cifar10/{convnet3,vgg11}/seed{0..2}@best")
+    assert q.dataset.text == "cifar10"
     assert q.arch.alternatives == ("convnet3", "vgg11")
     assert q.seed.alternatives == ("seed0", "seed1", "seed2")
     assert q.selector == "best" and q.snapshot is None
-    assert parse_query("a/b").seed is None and parse_query("a/b").snapshot is None
-    assert parse_query("a@{last,best}").selector is None  # only the bare word is a selector
+    assert Query.parse("a/b").seed is None and Query.parse("a/b").snapshot is None
+    assert Query.parse("a@{last,best}").selector is None  # only the bare word is a selector
 
 
 @pytest.mark.parametrize("text, value, matches", [
@@ -108,7 +108,7 @@ def test_glob_matching(text, value, matches):
 ])
 def test_malformed_queries_say_what_is_wrong(text, message):
     with pytest.raises(QueryError) as info:
-        parse_query(text)
+        Query.parse(text)
     assert message in str(info.value)
 
 
@@ -199,17 +199,17 @@ def test_split_name():
 @given(st.text())
 def test_parser_never_crashes_on_any_text(text):
     try:
-        query = parse_query(text)
+        query = Query.parse(text)
     except QueryError:
         return
-    assert parse_query(str(query)) == query
+    assert Query.parse(str(query)) == query
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet="ab09/@*?[]{},.!^-\\ seedpochlatb", max_size=30))
 def test_parser_never_crashes_on_query_like_text(text):
     try:
-        query = parse_query(text)
+        query = Query.parse(text)
     except QueryError:
         return
     assert str(query) == text
@@ -256,9 +256,9 @@ def queries(draw):
 @settings(max_examples=300, deadline=None)
 @given(queries())
 def test_generated_valid_queries_round_trip(text):
-    query = parse_query(text)
+    query = Query.parse(text)
     assert str(query) == text
-    assert parse_query(str(query)) == query
+    assert Query.parse(str(query)) == query
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from ddz.io import atomic_write_json
 from ddz.zoo.api import Zoo
@@ -53,7 +54,7 @@ class _RichTask:
         description = self.description
         if fields:
             shown = " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
             )
             description = f"{self.description} [dim]{shown}[/dim]"
         self.progress.update(self.task_id, advance=steps, description=description)
@@ -66,13 +67,17 @@ class RichProgress:
     """The ddz.progress.Progress interface rendered as rich bars on stderr."""
 
     def __init__(self) -> None:
+        # At 80 columns the counts, times and a short bar keep their width; the description
+        # (name and rounded fields) takes the rest and is cut with an ellipsis when it must be.
+        fixed = {"no_wrap": True, "overflow": "crop"}
         self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=10, table_column=Column(width=10, no_wrap=True)),
+            MofNCompleteColumn(table_column=Column(width=11, justify="right", **fixed)),
+            TimeElapsedColumn(table_column=Column(width=7, **fixed)),
+            TimeRemainingColumn(table_column=Column(width=7, **fixed)),
             console=console,
+            expand=True,
         )
 
     def __enter__(self) -> RichProgress:

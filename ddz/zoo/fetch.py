@@ -13,16 +13,20 @@ from ddz.zoo.paths import ZooPaths
 from ddz.zoo.records import Resolved
 from ddz.zoo.registry import Registry
 from ddz.zoo.resolve import resolve
+from ddz.zoo.sources import Source
 from ddz.zoo.sources.hub import HubSource
 from ddz.zoo.sources.local import LocalZoo
 
 
 def materialize(rows: Sequence[Resolved], paths: ZooPaths, registry: Registry, offline: bool = False,
                 progress: Progress | None = None) -> dict[str, Path]:
-    """A verified local file for every zoo row, by name (external rows have none)."""
-    files = LocalZoo(paths.zoo).fetch(rows)
-    remote = [r for r in rows if r.source != "external" and r.name not in files]
-    files.update(HubSource(registry, paths, offline).fetch(remote, progress))
+    """A verified local file for every zoo row, by name (external rows have none): each source
+    in turn serves what it can of the rows still without one."""
+    sources: list[Source] = [LocalZoo(paths.zoo), HubSource(registry, paths, offline)]
+    files: dict[str, Path] = {}
+    for source in sources:
+        files.update(source.fetch([r for r in rows if r.source != "external" and r.name not in files],
+                                  progress))
     return files
 
 

@@ -20,14 +20,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ddz.errors import QueryError, closest
 
 MAX_ALTERNATIVES = 10_000
-SELECTORS = ("last", "best")
+Selector = Literal["last", "best"]
+SELECTORS: tuple[str, ...] = get_args(Selector)
 BEST_METRIC = "test_acc"
-AXES = ("dataset", "arch", "seed", "snapshot")
 _META = "*?["
 
 
@@ -175,10 +175,6 @@ class Glob:
     def regex(self) -> re.Pattern[str]:
         return re.compile("(?:" + "|".join(_glob_regex(a) for a in self.alternatives) + r")\Z", re.DOTALL)
 
-    @property
-    def is_literal(self) -> bool:
-        return len(self.alternatives) == 1 and not any(c in self.alternatives[0] for c in _META)
-
     def match(self, value: str) -> bool:
         return self.regex.match(value) is not None
 
@@ -214,7 +210,7 @@ class Query:
     arch: Glob | None = None
     seed: Glob | None = None
     snapshot: Glob | None = None
-    selector: str | None = None  # "last" | "best", in place of a snapshot glob
+    selector: Selector | None = None  # in place of a snapshot glob
 
     @classmethod
     def parse(cls, text: str) -> Query:
@@ -257,10 +253,6 @@ class Query:
         elif self.snapshot is not None:
             text += "@" + self.snapshot.text
         return text
-
-
-def parse_query(text: str) -> Query:
-    return Query.parse(text)
 
 
 # ---------------------------------------------------------------------------------------------
