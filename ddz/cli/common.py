@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -19,7 +19,9 @@ from rich.progress import (
 from rich.table import Column
 
 from ddz.io import atomic_write_json
-from ddz.zoo.api import Zoo
+
+if TYPE_CHECKING:
+    from ddz.zoo.api import Zoo
 
 console = Console(stderr=True)
 out = Console()
@@ -40,6 +42,8 @@ class Settings:
 
     def zoo(self) -> Zoo:
         """The zoo the environment names (DDZ_HOME, DDZ_REGISTRY, HF_*): read here, once per command."""
+        from ddz.zoo.api import Zoo  # here, not at the top: `ddz --help` needs no zoo
+
         return Zoo.from_env()
 
 

@@ -15,9 +15,6 @@ from rich.table import Table
 from ddz.cli.common import RichProgress, console, out, print_json, settings, write_json
 from ddz.cli.main import app
 from ddz.errors import ConfigError, DDZError, IntegrityError, QueryError
-from ddz.io import check_sha256, sha256_file
-from ddz.zoo.records import SnapshotName
-from ddz.zoo.sources.local import read_snapshot_meta
 
 zoo_app = typer.Typer(
     name="zoo",
@@ -235,6 +232,10 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show one snapshot: its record, metadata and lineage; its sha256 is checked."""
+    from ddz.io import check_sha256, sha256_file
+    from ddz.zoo.records import SnapshotName
+    from ddz.zoo.sources.local import read_snapshot_meta
+
     store = settings.zoo().local
     try:
         parsed = SnapshotName.parse(name)
