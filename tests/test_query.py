@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddz.errors import QueryError
+from ddz.errors import NotFoundError, QueryError
 from ddz.zoo.query import Candidate, Glob, Query, natural_key, parse_where, select, split_name
 
 
@@ -178,6 +178,10 @@ def test_empty_results_name_the_axis_and_nearest_names(query, where, message):
     with pytest.raises(QueryError) as info:
         select(query, grid(), where)
     assert message in str(info.value)
+    if "nearest" in message:  # a NotFoundError carries what was asked and what exists
+        assert isinstance(info.value, NotFoundError)
+        assert info.value.asked in query and info.value.available
+        assert info.value.available[0] in message
 
 
 def test_an_empty_pool_says_where_to_get_ptms():

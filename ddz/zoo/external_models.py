@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddz.errors import ConfigError, DDZError, IntegrityError
+from ddz.errors import ConfigError, DDZError, IntegrityError, first_line
 from ddz.io import sha256_bytes, sha256_file
 from ddz.seeding import derive_seed
 from ddz.zoo.external_spec import ExternalSpec
@@ -131,7 +131,7 @@ def _torchvision(name: str, spec: ExternalSpec, offline: bool) -> tuple[nn.Modul
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
+        first = first_line(error)
         raise IntegrityError(f"{path} does not hold {spec.model} weights ({first})") from None
     return model, categories, sha
 
@@ -178,7 +178,7 @@ def _open_clip(name: str, spec: ExternalSpec, offline: bool, hf_cache: Path
             model = open_clip.create_model(spec.model, pretrained=spec.weights, cache_dir=str(hf_cache))
         except (OSError, RuntimeError) as error:
             raise DDZError(
-                f"cannot load the {spec.weights} weights for {name}: {str(error).splitlines()[0]}; "
+                f"cannot load the {spec.weights} weights for {name}: {first_line(error)}; "
                 "fetch them online once or set weights_file in registry.yaml"
             ) from None
     else:
