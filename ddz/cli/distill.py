@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -43,7 +44,7 @@ def run_folders(
 @app.command("distill")
 def distill_command(
     dataset: str = typer.Option(..., "--dataset", help="Data set name or npz:FILE / folder:DIR."),
-    method: str = typer.Option(..., "--method", help="dc | dsa | dm"),
+    method: str = typer.Option(..., "--method", help="dc | dsa | dm | mtt"),
     ipc: int = typer.Option(..., "--ipc", help="Synthetic images per class."),
     ptm: list[str] = typer.Option([], "--ptm", help="PTM query or @lockfile (repeatable)."),
     guidance: str = typer.Option(
@@ -90,12 +91,28 @@ def distill_command(
     ),
     eval_compile: bool = typer.Option(False, "--eval-compile", help="torch.compile the evaluation nets."),
     compile_nets: bool = typer.Option(False, "--compile", help="torch.compile the distillation net."),
+    experts: list[str] = typer.Option(
+        [], "--experts", help="MTT: expert snapshots, a zoo query (e.g. 'digits/convnet3/*') or @lockfile."
+    ),
+    syn_steps: int | None = typer.Option(None, "--syn-steps", help="MTT: student steps per iteration."),
+    expert_epochs: int | None = typer.Option(None, "--expert-epochs", help="MTT: expert epochs to match."),
+    max_start_epoch: int | None = typer.Option(
+        None, "--max-start-epoch", help="MTT: start epochs are drawn below it."),
+    lr_lr: float | None = typer.Option(None, "--lr-lr", help="MTT: learning rate of the learned step size."),
+    lr_teacher: float | None = typer.Option(None, "--lr-teacher", help="MTT: initial student step size."),
+    batch_syn: int | None = typer.Option(
+        None, "--batch-syn", help="MTT: images per student step (default all)."),
+    memory: str = typer.Option(
+        "unrolled", "--memory", help="MTT: unrolled (keep the graph) | constant (one step's graph at a time)."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run report as JSON here."),
 ) -> None:
     """Distil a data set into IPC images per class, then evaluate the synthetic set(s)."""
     from ddz.data import check_dataset_name, load_dataset
+    from ddz.data.zca import whitened
     from ddz.distill.alphas import parse_alpha_options
     from ddz.distill.evaluate import EVAL_CACHE_FILE, EvalConfig, check_ipc, combine_runs, evaluate_cached
+    from ddz.distill.experts import ExpertBuffer
     from ddz.distill.guidance import Guidance, GuidanceConfig
     from ddz.distill.loop import distill
     from ddz.distill.methods import DistillConfig
@@ -106,7 +123,11 @@ def distill_command(
     config = DistillConfig(
         method=method, ipc=ipc, iterations=iterations, lr_img=lr_img, batch_real=batch_real, init=init,
         arch=arch, net_options=parse_net_options(net_option), distance=distance, compile=compile_nets,
+        syn_steps=syn_steps, expert_epochs=expert_epochs, max_start_epoch=max_start_epoch, lr_lr=lr_lr,
+        lr_teacher=lr_teacher, batch_syn=batch_syn, memory=memory,
     ).resolved(dataset)
+    if experts and config.method != "mtt":
+        raise ConfigError(f"--experts are MTT's: use --method mtt, or drop --experts for {config.method}")
     alpha_all, alpha_per_arch = parse_alpha_options(alpha)
     guide_config = GuidanceConfig(guidance, alpha_all, tuple(alpha_per_arch.items()), cclom_batch)
     if guidance == "none" and ptm:
@@ -130,6 +151,16 @@ def distill_command(
     device = settings.torch_device
     data = load_dataset(dataset, settings.data_root, device, resolution)
     check_ipc(data, ipc)
+    buffer = None
+    if config.method == "mtt":
+        if not experts:
+            raise ConfigError("--method mtt needs expert trajectories: add --experts 'DATASET/ARCH/*' "
+                              "(train them with `ddz zoo train --recipe mtt-expert --snapshots every`)")
+        zoo = settings.zoo()
+        rows = zoo.resolve_all(experts)
+        buffer = ExpertBuffer(rows, zoo.files(rows))
+        if buffer.zca:  # experts trained on whitened data: distil (and evaluate) in that space
+            data = whitened(data)[0]
     guide = None
     if ptm:
         guide = Guidance(settings.zoo().load_ptms(ptm, device), data, guide_config, config.method, ipc)
@@ -143,7 +174,7 @@ def distill_command(
         for seed, folder in zip(seeds, folders, strict=True):
             synset = distill(
                 data, config, seed, guide, folder, checkpoint_every, progress,
-                dataset_name=dataset, ptm_query=ptm,
+                dataset_name=dataset, ptm_query=ptm, experts=buffer,
             )
             synsets.append(synset)
             console.print(
@@ -152,8 +183,10 @@ def distill_command(
             )
             if eval_models > 0:
                 started = time.perf_counter()
+                # MTT's synthetic set comes with the step size it learnt: its evaluation trains with it
+                run_eval = replace(eval_config, lr=synset.lr) if synset.lr is not None else eval_config
                 per_run.append(evaluate_cached(
-                    synset.images, synset.labels, data, eval_config, seed, folder / EVAL_CACHE_FILE, progress,
+                    synset.images, synset.labels, data, run_eval, seed, folder / EVAL_CACHE_FILE, progress,
                     notes,
                 ))
                 seconds_eval += time.perf_counter() - started
@@ -168,6 +201,7 @@ def distill_command(
         seconds_distill=sum(s.seconds_distill for s in synsets),
         seconds_eval=seconds_eval,
         synset=str(folders[0] / SYNSET_FILE) if runs == 1 else None,
+        lr=[s.lr for s in synsets] if first.lr is not None else None,
         runs=[
             run_record(seed, str(folder / SYNSET_FILE), result)
             for seed, folder, result in zip(seeds, folders, per_run or [{}] * runs, strict=True)

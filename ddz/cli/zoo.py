@@ -50,17 +50,21 @@ def train_command(
     arch: list[str] = typer.Option(..., "--arch", help="Architectures (repeatable)."),
     seeds: int = typer.Option(1, "--seeds", help="How many seeds per arch."),
     seed_start: int = typer.Option(0, "--seed-start", help="First seed number."),
-    epochs: int = typer.Option(150, "--epochs", help="Training epochs."),
+    recipe_name: str = typer.Option(
+        "ptm", "--recipe", help="ptm (the paper's PTMs, 150 epochs) | mtt-expert (MTT's expert trajectories)."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the recipe's)."),
     snapshots: str | None = typer.Option(
         None,
         "--snapshots",
-        help="Epochs to keep, e.g. 1,4,6,10,20,35,70,120,150 (default: those <= --epochs, and the last).",
+        help="Epochs to keep, e.g. 1,4,6,10 or 'every' (0 = the initial weights; default: the recipe's "
+        "that are <= --epochs, and the last).",
     ),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    lr: float = typer.Option(0.01, "--lr"),
-    momentum: float = typer.Option(0.9, "--momentum"),
-    weight_decay: float = typer.Option(5e-3, "--weight-decay"),
-    milestones: str = typer.Option("50,100", "--milestones", help="Epochs after which lr x0.1."),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    momentum: float | None = typer.Option(None, "--momentum"),
+    weight_decay: float | None = typer.Option(None, "--weight-decay"),
+    milestones: str | None = typer.Option(None, "--milestones", help="Epochs after which lr x0.1."),
     net_option: list[str] = typer.Option(
         [], "--net-option", help="KEY=VALUE passed to the net factory, e.g. width=16 (repeatable)."
     ),
@@ -88,29 +92,28 @@ def train_command(
     ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the grid summary as JSON here."),
 ) -> None:
-    """Train seeds x archs by the PTM recipe, keeping epoch snapshots; resumable and re-submittable."""
+    """Train seeds x archs by a recipe, keeping epoch snapshots; resumable and re-submittable."""
+    from dataclasses import replace
+
     from ddz.data import load_dataset
     from ddz.zoo.launch import LaunchConfig
     from ddz.zoo.train import (
-        TrainRecipe,
         check_data_reachable,
-        default_snapshots,
         parse_epochs,
         parse_net_options,
+        recipe_named,
+        snapshots_for,
     )
 
-    recipe = TrainRecipe(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        milestones=parse_epochs(milestones, "--milestones"),
-        snapshots=parse_epochs(snapshots, "--snapshots")
-        if snapshots is not None
-        else default_snapshots(epochs),
-        net=parse_net_options(net_option),
-    )
+    base = recipe_named(recipe_name)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+             "weight_decay": weight_decay}
+    changes = {key: value for key, value in given.items() if value is not None}
+    if milestones is not None:
+        changes["milestones"] = parse_epochs(milestones, "--milestones")
+    total = changes.get("epochs", base.epochs)
+    changes["snapshots"] = snapshots_for(base, total, snapshots)
+    recipe = replace(base, **changes, net=parse_net_options(net_option))
     config = LaunchConfig(
         launcher=launcher,
         jobs=jobs,

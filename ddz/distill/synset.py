@@ -50,6 +50,8 @@ class SynSet:
     alpha_source: str | None = None
     iterations: int = 0
     seconds_distill: float = 0.0
+    lr: float | None = None  # MTT's learned step size: evaluation trains with it
+    experts: list[dict[str, str]] = field(default_factory=list)  # MTT: the expert snapshots used
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class SynSet:
             "ptm_query": list(self.ptm_query), "ptms": list(self.ptms),
             "guidance": self.guidance, "alpha": self.alpha, "alpha_source": self.alpha_source,
             "iterations": self.iterations, "seconds_distill": self.seconds_distill,
+            "lr": self.lr, "experts": list(self.experts),
         }
 
 
@@ -69,6 +72,7 @@ class Checkpoint:
     iteration: int
     seconds: float
     run: dict[str, Any]  # the identity of the run; a resume must match it
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # a method's own state (MTT: syn_lr)
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], fmt: str, metadata: dict[str, Any]) -> Path:
@@ -107,6 +111,7 @@ def load_synset(path: str | Path) -> SynSet:
         ptm_query=list(meta["ptm_query"]), ptms=list(meta["ptms"]),
         guidance=meta["guidance"], alpha=_alpha(meta["alpha"]), alpha_source=meta.get("alpha_source"),
         iterations=int(meta["iterations"]), seconds_distill=float(meta["seconds_distill"]),
+        lr=meta.get("lr"), experts=list(meta.get("experts", [])),
     )
 
 
@@ -118,6 +123,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     tensors = {"images": checkpoint.images}
     if checkpoint.momentum is not None:
         tensors["momentum"] = checkpoint.momentum
+    tensors.update({f"extra.{name}": value for name, value in checkpoint.extra.items()})
     meta = {
         "iteration": checkpoint.iteration, "seconds": checkpoint.seconds, "run": checkpoint.run,
         "rng": "every stream derived from (seed, purpose, iteration); the iteration is the state",
@@ -130,4 +136,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(
         images=tensors["images"], momentum=tensors.get("momentum"),
         iteration=int(meta["iteration"]), seconds=float(meta["seconds"]), run=meta["run"],
+        extra={name[len("extra."):]: value for name, value in tensors.items() if name.startswith("extra.")},
     )

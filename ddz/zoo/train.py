@@ -20,19 +20,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from filelock import FileLock, Timeout
 
 from ddz import __version__
 from ddz.data import check_dataset_name, load_dataset
+from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
+from ddz.data.zca import whitened
 from ddz.devices import resolve_device
-from ddz.errors import ConfigError, DataError, IntegrityError
+from ddz.errors import ConfigError, DataError, IntegrityError, unknown_name
 from ddz.io import atomic_write_json, read_tensors, write_tensors
 from ddz.nets import build_net, check_arch
 from ddz.nets.stacked import StackedNets
@@ -43,14 +46,17 @@ from ddz.zoo.records import RunState, SnapshotMeta, SnapshotName, dataset_slug, 
 from ddz.zoo.sources.local import LocalZoo, read_snapshot_meta
 
 DEFAULT_SNAPSHOTS = (1, 4, 6, 10, 20, 35, 70, 120, 150)
+Augment = Literal["none", "dsa"]
 CHECKPOINT_FORMAT = "ddz.checkpoint/1"
 DONE_FORMAT = "ddz.done/1"
 
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """The PTM training recipe (paper defaults): SGD, no augmentation, step decay, snapshots."""
+    """How a zoo run trains. The defaults are the paper's PTM recipe: SGD, no augmentation, step
+    decay, snapshots at DEFAULT_SNAPSHOTS. RECIPES names the shipped ones."""
 
+    name: str = "ptm"
     epochs: int = 150
     batch_size: int = 256
     lr: float = 0.01
@@ -61,8 +67,13 @@ class TrainRecipe:
     snapshots: tuple[int, ...] = DEFAULT_SNAPSHOTS
     # Keyword overrides for the net factory, e.g. (("width", 16),) for a narrow ConvNet.
     net: tuple[tuple[str, Any], ...] = ()
+    augment: Augment = "none"  # "dsa": the reference DSA on every real batch (MTT's experts)
+    zca: bool = False  # ZCA-whiten the data set first (ddz.data.zca, the MTT reference's --zca)
 
     def __post_init__(self) -> None:
+        if self.augment not in get_args(Augment):
+            valid = ", ".join(get_args(Augment))
+            raise ConfigError(f"recipe augment must be one of {valid}, got {self.augment!r}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -77,8 +88,8 @@ class TrainRecipe:
                 f"--snapshots {','.join(map(str, late))} come after the last epoch ({self.epochs}); "
                 f"drop them or raise --epochs to {max(late)}"
             )
-        if min(self.snapshots) < 1:
-            raise ConfigError("--snapshots are epochs counted from 1; 0 is the untrained net")
+        if min(self.snapshots) < 0:
+            raise ConfigError("--snapshots are epochs counted from 1 (0: the initial weights)")
         if any(m < 1 for m in self.milestones):
             raise ConfigError("--milestones are epochs counted from 1")
 
@@ -95,15 +106,40 @@ class TrainRecipe:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainRecipe:
-        data = dict(data)
+        data = {"name": "ptm", **data}
         data["milestones"] = tuple(data["milestones"])
         data["snapshots"] = tuple(data["snapshots"])
         data["net"] = tuple(sorted(dict(data.get("net") or {}).items()))
         return cls(**data)
 
     def hash(self) -> str:
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """sha256 of what changes the weights: the name is a label, and the fields added for MTT
+        count only when set, so zoos trained before them keep their hash."""
+        data = self.to_json()
+        del data["name"]
+        for key, default in (("augment", "none"), ("zca", False)):
+            if data[key] == default:
+                del data[key]
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+# The mtt-expert recipe is the reference buffer.py's defaults: 50 epochs of SGD lr 0.01, momentum
+# 0, weight decay 0, no decay (--decay is off), batch 256, DSA on the real data, the parameters
+# kept after every epoch and before the first (here: snapshots 0..50).
+RECIPES: dict[str, TrainRecipe] = {
+    "ptm": TrainRecipe(),
+    "mtt-expert": TrainRecipe(
+        name="mtt-expert", epochs=50, lr=0.01, momentum=0.0, weight_decay=0.0, milestones=(),
+        snapshots=tuple(range(51)), augment="dsa",
+    ),
+}
+
+
+def recipe_named(name: str) -> TrainRecipe:
+    if name not in RECIPES:
+        raise ConfigError(unknown_name("recipe", name, RECIPES))
+    return RECIPES[name]
 
 
 def parse_epochs(text: str, option: str) -> tuple[int, ...]:
@@ -115,14 +151,20 @@ def parse_epochs(text: str, option: str) -> tuple[int, ...]:
         values = [int(p) for p in parts]
     except ValueError:
         raise ConfigError(f"bad {option} {text!r}; give comma-separated epochs like 1,4,6") from None
-    if any(v < 1 for v in values):
+    lowest = 0 if option == "--snapshots" else 1  # snapshot 0: the initial weights
+    if any(v < lowest for v in values):
         raise ConfigError(f"bad {option} {text!r}; epochs are counted from 1")
     return tuple(sorted(set(values)))
 
 
-def default_snapshots(epochs: int) -> tuple[int, ...]:
-    """The paper's snapshot epochs that fit in `epochs`, plus the last epoch."""
-    return tuple(sorted({e for e in DEFAULT_SNAPSHOTS if e <= epochs} | {epochs}))
+def snapshots_for(recipe: TrainRecipe, epochs: int, text: str | None) -> tuple[int, ...]:
+    """`--snapshots`: "every" (0..epochs, 0 being the initial weights), a list of epochs, or by
+    default the recipe's snapshot epochs that fit in `epochs`, plus the last epoch."""
+    if text is None:
+        return tuple(sorted({e for e in recipe.snapshots if e <= epochs} | {epochs}))
+    if text.strip() == "every":
+        return tuple(range(epochs + 1))
+    return parse_epochs(text, "--snapshots")
 
 
 def parse_net_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -494,6 +536,7 @@ def train_runs(
         data = load_dataset(first.dataset, first.data_root, device, first.resolution)
     else:
         data = data.to(device)
+    data = prepared(data, first.recipe)
     fingerprint = data.fingerprint()
     if first.data_fingerprint and fingerprint != first.data_fingerprint:
         raise DataError(
@@ -549,6 +592,23 @@ def _snapshot_meta(job: TrainJob, epoch: int, net: torch.nn.Module, data: ImageD
     )
 
 
+def _augmentation(jobs: list[TrainJob], epoch: int, device: str
+                  ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The recipe's per-batch augmentation for `epoch`: each seed draws its own DSA parameters
+    from (seed, epoch), so a resumed or batched seed sees the draws it sees alone."""
+    if jobs[0].recipe.augment == "none":
+        return None
+    dsas = [DSA(DSAConfig(), derive_seed(job.seed, "zoo", job.arch, "dsa", epoch), device) for job in jobs]
+    if len(dsas) == 1:
+        return lambda x: dsas[0](x, dsas[0].per_sample(len(x)))
+    return lambda x: torch.stack([d(part, d.per_sample(len(part))) for d, part in zip(dsas, x, strict=True)])
+
+
+def prepared(data: ImageDataset, recipe: TrainRecipe) -> ImageDataset:
+    """The data the recipe trains on: ZCA-whitened by a fit on its training split when asked."""
+    return whitened(data)[0] if recipe.zca else data
+
+
 def _train_together(group: list[_Run], data: ImageDataset, device: str, task: Task | None) -> list[_Run]:
     """The epoch loop of one net, or of N nets stacked: train, snapshot, checkpoint each seed."""
     first = group[0].job
@@ -561,6 +621,12 @@ def _train_together(group: list[_Run], data: ImageDataset, device: str, task: Ta
         optimizer.load_state_dict(stack_optimizer_states([run.optimizer.state_dict() for run in group]))
         order = [run.order for run in group]
     cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    if group[0].progress.epoch == 0 and 0 in recipe.snapshots:  # the initial weights
+        nets = model.nets() if isinstance(model, StackedNets) else [model]
+        for run, net in zip(group, nets, strict=True):
+            metrics = {"test_acc": accuracy(net, data.test_images, data.test_labels)}
+            meta = _snapshot_meta(run.job, 0, net, data, device, metrics)
+            run.progress.snapshots[0] = run.job.store.save(meta, net.state_dict()).sha256
     for epoch in range(group[0].progress.epoch + 1, recipe.epochs + 1):
         for param_group in optimizer.param_groups:
             param_group["lr"] = recipe.lr_at(epoch)
@@ -569,8 +635,9 @@ def _train_together(group: list[_Run], data: ImageDataset, device: str, task: Ta
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(derive_seed(first.seed, "zoo", first.arch, "epoch", epoch))
             began = time.perf_counter()
+            augment = _augmentation([run.job for run in group], epoch, device)
             losses, accs = train_epoch(model, data.train_images, data.train_labels, optimizer,
-                                       recipe.batch_size, order)
+                                       recipe.batch_size, order, augment)
             elapsed = time.perf_counter() - began
         nets = model.nets() if isinstance(model, StackedNets) else [model]
         optimizer_states = (
@@ -643,7 +710,7 @@ def plan_grid(
     if not seeds or min(seeds) < 0:
         raise ConfigError("--seeds must be at least 1 and --seed-start at least 0")
     root = str(Path(zoo_root).resolve())
-    fingerprint = data.fingerprint()
+    fingerprint = prepared(data, recipe).fingerprint()
     jobs = []
     for arch in dict.fromkeys(archs):
         probe = TrainJob(dataset, arch, seeds[0], root, recipe)
