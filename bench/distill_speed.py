@@ -1,5 +1,6 @@
-"""Time one iteration of ddz's DM and DSA against a plain per-class loop written the way the
-reference DatasetCondensation code does it, on the same shapes, in the same process.
+"""Time one iteration of ddz's DM, DSA and MTT against a plain loop written the way the reference
+code does it (DatasetCondensation for DM/DSA, mtt-distillation for MTT), on the same shapes, in the
+same process.
 
 Shapes: ConvNet-3 width 128, 32x32x3 images, 10 classes, IPC 10, batch_real 256, random data in
 memory (300 images per class). Before timing, each method's loss is computed both ways on the
@@ -11,12 +12,19 @@ same inputs (same real images, same net, same DSA parameters) and must agree to 
 
 A DSA iteration at IPC 10 is 10 outer steps with 50 inner training epochs between them, so a
 full DSA timing takes minutes on a CPU. Ratios are reference time / ddz time (> 1: ddz faster).
+
+MTT (`--method mtt`): ConvNet-3 experts with random weights written to a temporary zoo (3 seeds,
+epochs 0..4); the reference-style loop holds the trajectories in memory as the reference's
+buffer does, ddz reads the two snapshots an iteration needs from their files (sha256-checked).
+`--syn-steps 10 30` also times ddz's --memory constant at each step count and, on a GPU, reports
+the peak memory of unrolled and constant.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -213,6 +221,137 @@ def check_matching_loss(data: ImageDataset, config: DistillConfig) -> float:
 # --- timing ---------------------------------------------------------------------------------------
 
 
+# --- MTT -----------------------------------------------------------------------------------------
+
+
+def mtt_experts(folder, device: str):
+    """A temporary zoo of three 5-epoch ConvNet-3 trajectories (random weights) and its buffer."""
+    from pathlib import Path
+
+    from ddz.distill.experts import ExpertBuffer
+    from ddz.zoo.api import Zoo
+    from ddz.zoo.paths import ZooPaths
+    from ddz.zoo.records import SnapshotMeta, SnapshotName
+
+    zoo = Zoo(ZooPaths.under(Path(folder)))
+    trajectories = []
+    for seed in range(3):
+        net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=seed, width=WIDTH)
+        epochs = []
+        for epoch in range(5):
+            with torch.no_grad():
+                for p in net.parameters():
+                    noise = torch.Generator().manual_seed(seed * 10 + epoch)
+                    p.add_(0.01 * torch.randn(p.shape, generator=noise))
+            meta = SnapshotMeta(SnapshotName("random", "convnet3", seed, epoch), "random", dict(net.config),
+                                tuple(str(c) for c in range(K)), (0.0,) * CHANNELS, (1.0,) * CHANNELS, {},
+                                {"name": "bench"}, "bench", "bench", "bench", "bench")
+            zoo.local.save(meta, net.state_dict())
+            epochs.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]).to(device))
+        trajectories.append(epochs)
+    rows = zoo.resolve("random/convnet3/*")
+    return ExpertBuffer(rows, zoo.files(rows)), trajectories
+
+
+class ReferenceMTT:
+    """The reference distill.py's iteration: trajectories in memory, a flat-parameter student,
+    syn_steps unrolled steps with create_graph, one backward, two SGD steps."""
+
+    def __init__(self, config: DistillConfig, trajectories, data: ImageDataset, images: torch.Tensor):
+        from ddz.distill.methods.mtt import Student
+
+        self.config, self.trajectories = config, trajectories
+        net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=0, width=WIDTH)
+        self.student = Student(net.to(data.device))
+        self.draws = random.Random(0)  # the reference draws with Python's random and numpy
+        self.images = images.detach().clone().requires_grad_(True)
+        self.labels = torch.arange(K, device=data.device).repeat_interleave(IPC)
+        self.lr = torch.tensor(config.lr_teacher, device=data.device, requires_grad=True)
+        self.opt_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=0.5)
+        self.opt_lr = torch.optim.SGD([self.lr], lr=config.lr_lr, momentum=0.5)
+
+    def iteration(self, rng: IterationRNG) -> torch.Tensor:
+        config = self.config
+        trajectory = self.trajectories[self.draws.randrange(len(self.trajectories))]
+        start_epoch = self.draws.randrange(config.max_start_epoch)
+        start = trajectory[start_epoch]
+        target = trajectory[start_epoch + config.expert_epochs]
+        flat = start.clone().requires_grad_(True)
+        dsa = rng.dsa(config.dsa)
+        chunks = []
+        for _ in range(config.syn_steps):
+            if not chunks:
+                order = torch.randperm(len(self.images))
+                chunks = list(torch.split(order, config.batch_syn or len(self.images)))
+            idx = chunks.pop()
+            x = dsa(self.images[idx], dsa.per_sample(len(idx)))
+            loss = F.cross_entropy(self.student(flat, x), self.labels[idx])
+            (grad,) = torch.autograd.grad(loss, flat, create_graph=True)
+            flat = flat - self.lr * grad
+        num = F.mse_loss(flat, target, reduction="sum")
+        den = F.mse_loss(start, target, reduction="sum")
+        total = num / den
+        self.opt_img.zero_grad()
+        self.opt_lr.zero_grad()
+        total.backward()
+        self.opt_img.step()
+        self.opt_lr.step()
+        return total.detach()
+
+
+def peak_memory(fn: Callable[[], object], device: str) -> int | None:
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated())
+
+
+def bench_mtt(data: ImageDataset, args) -> dict:
+    import tempfile
+    from dataclasses import replace
+
+    from ddz.distill.methods.mtt import TrajectoryMatching
+
+    with tempfile.TemporaryDirectory() as folder:
+        buffer, trajectories = mtt_experts(folder, args.device)
+        base = DistillConfig(method="mtt", ipc=IPC, syn_steps=args.syn_steps[0], expert_epochs=2,
+                             max_start_epoch=3, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01).resolved()
+        draw = torch.Generator(device=data.device).manual_seed(1)
+        start_images = data.sample_all_classes(IPC, draw).flatten(0, 1)
+        rows = []
+        for steps in args.syn_steps:
+            config = replace(base, syn_steps=steps)
+            variants: dict[str, Callable[[int], object]] = {}
+            reference = ReferenceMTT(config, trajectories, data, start_images)
+            variants["reference"] = lambda it, r=reference: r.iteration(IterationRNG(0, it, data.device))
+            for memory in ("unrolled", "constant"):
+                cfg = replace(config, memory=memory)
+                state = new_state(start_images, IPC, cfg.lr_img, cfg.momentum)
+                runner = TrajectoryMatching(cfg, data, None, buffer)
+                variants[memory] = (lambda it, s=state, m=runner: m.step(s, IterationRNG(0, it, data.device)))
+            for fn in variants.values():
+                timed(lambda fn=fn: fn(0), args.device)
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            for rep in range(args.reps):
+                for name, fn in variants.items():
+                    times[name].append(timed(lambda fn=fn, rep=rep: fn(rep + 1), args.device))
+                    print(f"  mtt syn_steps {steps} {name:10s} rep {rep}: {times[name][-1]:.3f}s",
+                          file=sys.stderr, flush=True)
+            median = {name: statistics.median(t) for name, t in times.items()}
+            memory_bytes = {name: peak_memory(lambda fn=fn: fn(99), args.device)
+                            for name, fn in variants.items()}
+            rows.append({
+                "syn_steps": steps, "seconds": {k: round(v, 4) for k, v in median.items()},
+                "ratio": round(median["reference"] / median["unrolled"], 3),
+                "ratio_constant": round(median["reference"] / median["constant"], 3),
+                "peak_bytes": memory_bytes,
+            })
+    return {"method": "mtt", "ipc": IPC, "batch_syn": "all", "rows": rows}
+
+
 def timed(fn: Callable[[], object], device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -286,7 +425,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--method", nargs="+", default=["dm", "dsa"], choices=["dm", "dsa"])
+    parser.add_argument("--method", nargs="+", default=["dm", "dsa"], choices=["dm", "dsa", "mtt"])
+    parser.add_argument("--syn-steps", nargs="+", type=int, default=[20], help="MTT: student steps to time")
     parser.add_argument("--reps", type=int, default=3, help="timed iterations per variant (median)")
     parser.add_argument("--outer-steps", type=int, default=None, help="DSA: time only this many outer steps")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -304,8 +444,18 @@ def main() -> None:
         "shapes": {"classes": K, "ipc": IPC, "image": [CHANNELS, SIZE, SIZE], "batch_real": BATCH_REAL,
                    "arch": "convnet3", "width": WIDTH},
         "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "methods": [bench_method(m, data, args) for m in args.method],
+        "methods": [bench_method(m, data, args) for m in args.method if m != "mtt"],
     }
+    if "mtt" in args.method:
+        results["mtt"] = bench_mtt(data, args)
+        for row in results["mtt"]["rows"]:
+            s, mem = row["seconds"], row["peak_bytes"]
+            line = (f"mtt syn_steps {row['syn_steps']}: reference {s['reference']:.3f}s  "
+                    f"ddz {s['unrolled']:.3f}s (ratio {row['ratio']:.2f}x)  "
+                    f"constant {s['constant']:.3f}s (ratio {row['ratio_constant']:.2f}x)")
+            if mem["unrolled"] is not None:
+                line += "  peak MB " + " ".join(f"{k} {v / 2**20:.0f}" for k, v in mem.items())
+            print(line)
     for r in results["methods"]:
         line = f"{r['method']}: reference {r['seconds']['reference']:.3f}s  ddz {r['seconds']['ddz']:.3f}s  "
         line += f"ratio {r['ratio']:.2f}x  (loss rel diff {r['loss_rel_diff']:.1e})"

@@ -73,6 +73,9 @@ def default_alphas(dataset: str, method: str, ipc: int, archs: Iterable[str]) ->
     archs = list(archs)
     cell = PUBLISHED.get((dataset, method))
     if cell is None:
+        if method not in MEASURED_RULE:
+            raise ConfigError(f"no default guidance weight for {method} (none published, none measured); "
+                              "pass --alpha VALUE")
         return AlphaChoice({arch: MEASURED_RULE[method] for arch in archs}, RULE_SOURCE)
     row = nearest_published_ipc(ipc)
     per_arch = PUBLISHED_PER_ARCH.get((dataset, row), {}).get(method, {})
@@ -139,12 +142,11 @@ def resolve_alphas(
     for value in [alpha, *arch_alphas.values()]:
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ConfigError(f"--alpha must be a finite number >= 0, got {value}")
-    default = default_alphas(dataset, method, ipc, archs)
     if alpha is None and not arch_alphas:
-        return default
-    values = {
-        arch: arch_alphas.get(arch, alpha if alpha is not None else default.per_arch[arch]) for arch in archs
-    }
+        return default_alphas(dataset, method, ipc, archs)
     by_default = [arch for arch in archs if arch not in arch_alphas and alpha is None]
-    source = "user" if not by_default else f"user; {', '.join(by_default)}: {default.source}"
+    default = default_alphas(dataset, method, ipc, archs) if by_default else None
+    values = {arch: arch_alphas[arch] if arch in arch_alphas else alpha if alpha is not None
+              else default.per_arch[arch] for arch in archs}
+    source = "user" if default is None else f"user; {', '.join(by_default)}: {default.source}"
     return AlphaChoice(values, source)
