@@ -163,3 +163,74 @@ def test_cli_one_line_errors(run_ddz, tmp_path):
     assert missing.returncode == 2 and "needs expert trajectories" in missing.stderr
     stray = run_ddz("distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--experts", "x/*")
     assert stray.returncode == 2 and "--experts are MTT's" in stray.stderr
+
+
+def test_zca_is_kornias_fit_and_inverts(digits):
+    from ddz.data.zca import EPS, to_unit_range, whitened
+
+    data, zca = whitened(digits)
+    unit = to_unit_range(digits.train_images, digits).reshape(len(digits.train_images), -1).double()
+    centred = unit - unit.mean(0)
+    covariance = centred.T @ centred / (len(unit) - 1)
+    eigenvalues = torch.linalg.eigvalsh(covariance)
+    white = data.train_images.reshape(len(unit), -1).double()
+    white_cov = white.T @ white / (len(white) - 1)
+    # whitened covariance = U diag(S / (S + eps)) U^T: its spectrum is S / (S + eps)
+    expected = (eigenvalues / (eigenvalues + EPS)).sort().values
+    assert torch.allclose(torch.linalg.eigvalsh(white_cov).sort().values, expected, atol=1e-4)
+    back = zca.unwhiten(data.test_images)
+    assert torch.allclose(back, to_unit_range(digits.test_images, digits), atol=1e-4)
+    assert data.name == digits.name and data.mean == (0.0,) and data.zca is zca
+
+
+def test_zca_experts_make_mtt_distil_and_show_in_the_whitened_space(digits, tmp_path):
+    from dataclasses import replace
+
+    from ddz.distill.loop import viewable
+
+    zoo = Zoo(ZooPaths.under(tmp_path / "zca"))
+    recipe = replace(RECIPES["mtt-expert"], epochs=3, snapshots=(0, 1, 2, 3), zca=True, net=(("width", 4),))
+    jobs = zoo.plan("digits", ["convnet3"], [0], recipe, digits, device="cpu")
+    assert not zoo.train([job for job, _ in jobs], data=digits).failed
+    buffer = buffer_of(zoo)
+    assert buffer.zca and buffer.meta.recipe["zca"] is True
+    from ddz.data.zca import whitened
+
+    data = whitened(digits)[0]
+    synset = distill(data, mtt_config(iterations=2, max_start_epoch=1), experts=buffer, dataset_name="digits",
+                     out_dir=tmp_path / "run")
+    assert synset.zca and load_back(tmp_path / "run").zca
+    images, _, mean, std = viewable(synset.images, data)
+    assert mean == (0.0,) and std == (1.0,) and -1.0 < float(images.mean()) < 2.0
+
+
+def load_back(folder):
+    from ddz.distill.synset import load_synset
+
+    return load_synset(folder)
+
+
+@pytest.mark.slow
+def test_mtt_from_a_trained_zoo_beats_random_real_on_digits(run_ddz, tmp_path):
+    """The command-line path at a reduced size (3 experts x 8 epochs, width 16; bench/mtt_digits.py
+    runs the full 5 x 20 one): MTT at IPC 1 beats random real images by at least 10 points."""
+    trained = run_ddz("zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--recipe", "mtt-expert",
+                      "--seeds", "3", "--batch-seeds", "3", "--epochs", "8", "--snapshots", "every",
+                      "--net-option", "width=16", timeout=900)
+    assert trained.returncode == 0, trained.stderr
+    evaluation = ("--models", "3", "--epochs", "100")
+    distilled = run_ddz("distill", "--dataset", "digits", "--method", "mtt", "--ipc", "1",
+                        "--experts", "digits/convnet3/*", "--iterations", "40", "--syn-steps", "10",
+                        "--expert-epochs", "2", "--max-start-epoch", "6", "--eval-models", evaluation[1],
+                        "--eval-epochs", evaluation[3], "--json", "mtt.json", timeout=900)
+    assert distilled.returncode == 0, distilled.stderr
+    real = run_ddz("eval", "--random-real", "--dataset", "digits", "--ipc", "1", *evaluation,
+                   "--json", "real.json")
+    assert real.returncode == 0, real.stderr
+    mtt = json.loads((tmp_path / "mtt.json").read_text())
+    baseline = json.loads((tmp_path / "real.json").read_text())
+    assert mtt["method"] == "mtt" and len(mtt["lr"]) == 1 and mtt["lr"][0] > 0
+    ours, theirs = mtt["eval"]["convnet3"]["mean"], baseline["eval"]["convnet3"]["mean"]
+    margin = ours - theirs
+    print(f"MTT {ours:.4f} vs random real {theirs:.4f}")
+    assert margin >= 0.10, margin

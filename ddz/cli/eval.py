@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,7 @@ def eval_command(
     Several synthetic sets (or --random-real --runs N) are evaluated one after another, set k with
     seed S+k, and summarised as the reference does: mean and std over all sets x models."""
     from ddz.data import load_dataset
+    from ddz.data.zca import whitened
     from ddz.distill.evaluate import EvalConfig, combine_runs, evaluate_synset, random_real
     from ddz.distill.report import RunReport, run_record
     from ddz.distill.synset import load_synset
@@ -102,6 +104,10 @@ def eval_command(
                     f"IPC {first.ipc}; evaluate synthetic sets of one setting together"
                 )
         data = load_dataset(first.dataset, settings.data_root, device, first.images.shape[-1])
+        if first.zca:  # the set lives in the whitened space its distillation used
+            data = whitened(data)[0]
+        if first.lr is not None:  # MTT: train with the step size the set learnt
+            config = replace(config, lr=first.lr)
         ipc = first.ipc
         sets = [(s.images, s.labels, seed) for s, seed in zip(saved, seeds, strict=True)]
         meta = dict(method=first.method, ptm_query=first.ptm_query, ptms=first.ptms, guidance=first.guidance,

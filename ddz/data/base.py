@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     _class_indices: list[torch.Tensor] | None = field(default=None, repr=False)
+    # Set by ddz.data.zca.whitened: the images are ZCA-whitened, `zca.unwhiten` maps them back to [0, 1].
+    zca: Any = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -52,6 +55,7 @@ class ImageDataset:
             list(self.classes),
             self.mean,
             self.std,
+            zca=self.zca,
         )
 
     def class_indices(self) -> list[torch.Tensor]:

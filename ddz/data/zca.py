@@ -79,5 +79,6 @@ def whitened(dataset: ImageDataset, eps: float = EPS) -> tuple[ImageDataset, ZCA
         mean=(0.0,) * channels,
         std=(1.0,) * channels,
         _class_indices=None,
+        zca=zca,
     )
     return out, zca

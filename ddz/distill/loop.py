@@ -42,6 +42,16 @@ from ddz.progress import NullProgress, Progress
 LOG_EVERY = 10  # iterations between loss read-backs (each one waits for the device)
 
 
+def viewable(images: torch.Tensor, dataset: ImageDataset):
+    """(images, ipc..., mean, std) arguments of write_grid showing what the images depict: ZCA-whitened
+    images are mapped back to [0, 1] first, as the reference does for its grids."""
+    if dataset.zca is None:
+        return images, len(images) // dataset.num_classes, dataset.mean, dataset.std
+    channels = dataset.channels
+    return (dataset.zca.unwhiten(images.to(dataset.device)).cpu(), len(images) // dataset.num_classes,
+            (0.0,) * channels, (1.0,) * channels)
+
+
 MTT_ONLY = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_teacher", "batch_syn", "memory")
 
 
@@ -169,10 +179,11 @@ def distill(
         iterations=config.iterations, seconds_distill=seconds,
         lr=getattr(method, "learned_lr", None),
         experts=experts.describe() if experts is not None else [],
+        zca=dataset.zca is not None,
     )
     if out is not None:
         checkpoint_now(seconds)
         save_synset(out / SYNSET_FILE, synset)
-        write_grid(out / GRID_FILE, synset.images, synset.ipc, synset.mean, synset.std)
+        write_grid(out / GRID_FILE, *viewable(synset.images, dataset))
     return synset
 

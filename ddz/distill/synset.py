@@ -51,6 +51,7 @@ class SynSet:
     iterations: int = 0
     seconds_distill: float = 0.0
     lr: float | None = None  # MTT's learned step size: evaluation trains with it
+    zca: bool = False  # the images live in the ZCA-whitened space of the data set's training split
     experts: list[dict[str, str]] = field(default_factory=list)  # MTT: the expert snapshots used
 
     def metadata(self) -> dict[str, Any]:
@@ -61,7 +62,7 @@ class SynSet:
             "ptm_query": list(self.ptm_query), "ptms": list(self.ptms),
             "guidance": self.guidance, "alpha": self.alpha, "alpha_source": self.alpha_source,
             "iterations": self.iterations, "seconds_distill": self.seconds_distill,
-            "lr": self.lr, "experts": list(self.experts),
+            "lr": self.lr, "experts": list(self.experts), "zca": self.zca,
         }
 
 
@@ -111,7 +112,7 @@ def load_synset(path: str | Path) -> SynSet:
         ptm_query=list(meta["ptm_query"]), ptms=list(meta["ptms"]),
         guidance=meta["guidance"], alpha=_alpha(meta["alpha"]), alpha_source=meta.get("alpha_source"),
         iterations=int(meta["iterations"]), seconds_distill=float(meta["seconds_distill"]),
-        lr=meta.get("lr"), experts=list(meta.get("experts", [])),
+        lr=meta.get("lr"), experts=list(meta.get("experts", [])), zca=bool(meta.get("zca", False)),
     )
 
 
