@@ -83,7 +83,8 @@ def main() -> None:
         dm = distill(data, DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations), seed=0,
                      dataset_name="digits")
         record(ipc, "DM", dm.images, dm.labels, time.perf_counter() - started)
-        mtt = DistillConfig(method="mtt", ipc=ipc, iterations=args.mtt_iterations, max_start_epoch=args.max_start_epoch)
+        mtt = DistillConfig(method="mtt", ipc=ipc, iterations=args.mtt_iterations,
+                            max_start_epoch=args.max_start_epoch)
         started = time.perf_counter()
         plain = distill(data, mtt, seed=0, experts=experts, dataset_name="digits")
         record(ipc, "MTT", plain.images, plain.labels, time.perf_counter() - started, plain.lr)

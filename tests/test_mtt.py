@@ -234,3 +234,14 @@ def test_mtt_from_a_trained_zoo_beats_random_real_on_digits(run_ddz, tmp_path):
     margin = ours - theirs
     print(f"MTT {ours:.4f} vs random real {theirs:.4f}")
     assert margin >= 0.10, margin
+
+
+def test_queries_filter_on_the_recipe(experts):
+    from ddz.errors import NotFoundError
+
+    rows = experts.resolve("digits/*", where="recipe=mtt-expert and epoch<=1")
+    assert [r.name for r in rows] == [f"digits/convnet3/seed{s}@epoch{e}" for s in (0, 1) for e in (0, 1)]
+    assert all(r.summary.recipe == "mtt-expert" for r in rows)
+    with pytest.raises(NotFoundError, match="satisfies recipe==ptm; recorded: mtt-expert"):
+        experts.resolve("digits/*", where="recipe=ptm")
+    assert len(experts.resolve("digits/*", where="recipe!=ptm")) == 10

@@ -273,32 +273,46 @@ _CONDITION = re.compile(
 )
 
 
+# A word on the right compares a recorded name: `recipe=mtt-expert`, `recipe!=ptm`.
+_TEXT_CONDITION = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|=)\s*([A-Za-z][A-Za-z0-9_.+-]*)\s*\Z")
+
+
 @dataclass(frozen=True)
 class Condition:
     key: str
     op: str
-    value: float
+    value: float | str
 
-    def holds(self, actual: float) -> bool:
+    @property
+    def numeric(self) -> bool:
+        return isinstance(self.value, float)
+
+    def holds(self, actual: float | str) -> bool:
         return _OPS[self.op](actual, self.value)
 
     def __str__(self) -> str:
-        return f"{self.key}{self.op}{self.value:g}"
+        value = f"{self.value:g}" if self.numeric else self.value
+        return f"{self.key}{self.op}{value}"
 
 
 def parse_where(text: str | None) -> tuple[Condition, ...]:
-    """`test_acc>0.5 and epoch<=10` -> conditions, all of which must hold."""
+    """`test_acc>0.5 and epoch<=10 and recipe=mtt-expert` -> conditions, all of which must hold."""
     if text is None or not text.strip():
         return ()
     conditions = []
     for part in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
         match = _CONDITION.match(part)
+        if match:
+            conditions.append(Condition(match.group(1), match.group(2), float(match.group(3))))
+            continue
+        match = _TEXT_CONDITION.match(part)
         if not match:
             raise QueryError(
                 f"cannot read the condition {part!r} in --where {text!r}; write e.g. "
-                "'test_acc>0.5 and epoch<=10' (ops < <= > >= == !=, joined by 'and')"
+                "'test_acc>0.5 and epoch<=10' (ops < <= > >= == !=, joined by 'and') or 'recipe=mtt-expert'"
             )
-        conditions.append(Condition(match.group(1), match.group(2), float(match.group(3))))
+        op = "==" if match.group(2) == "=" else match.group(2)
+        conditions.append(Condition(match.group(1), op, match.group(3)))
     return tuple(conditions)
 
 
@@ -316,6 +330,7 @@ class Candidate:
     snapshot: str  # "epoch4", or an external tag such as "torchvision"
     metrics: dict[str, float] = field(default_factory=dict)
     payload: Any = None
+    tags: dict[str, str] = field(default_factory=dict)  # recorded names, e.g. {"recipe": "mtt-expert"}
 
     @property
     def epoch(self) -> int | None:
@@ -420,16 +435,26 @@ def select(
                                 f"@{query.selector}", names)
         rows = kept
     for condition in conditions:
-        known = sorted({k for r in rows for k in r.metrics} | {"epoch", "seed"})
+        if condition.numeric:
+            known = sorted({k for r in rows for k in r.metrics} | {"epoch", "seed"})
+        else:
+            known = sorted({k for r in rows for k in r.tags})
         if condition.key not in known:
             raise QueryError(
                 f"--where: no snapshot of '{query}' records {condition.key!r}; "
-                f"keys (closest first): {_fmt(closest(condition.key, known, n=0))}"
+                f"keys (closest first): {_fmt(closest(condition.key, known, n=0)) or 'none'}"
             )
-        kept = [r for r in rows if (v := r.value(condition.key)) is not None and condition.holds(v)]
+
+        def actual(row: Candidate, c: Condition = condition) -> float | str | None:
+            return row.value(c.key) if c.numeric else row.tags.get(c.key)
+
+        kept = [r for r in rows if (v := actual(r)) is not None and condition.holds(v)]
         if not kept:
-            values = sorted(v for r in rows if (v := r.value(condition.key)) is not None)
-            span = f"; recorded {condition.key} spans {values[0]:.4g}..{values[-1]:.4g}" if values else ""
+            values = sorted(v for r in rows if (v := actual(r)) is not None)
+            if condition.numeric and values:
+                span = f"; recorded {condition.key} spans {values[0]:.4g}..{values[-1]:.4g}"
+            else:
+                span = f"; recorded: {_fmt(sorted(set(values)))}" if values else ""
             raise NotFoundError(f"no snapshot of '{query}' satisfies {condition}{span}", str(condition))
         rows = kept
     return sorted(rows, key=lambda r: natural_key(r.name))

@@ -207,15 +207,22 @@ class SnapshotSummary:
     epoch: int
     size: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    recipe: str | None = None  # the recipe's name (--where recipe=mtt-expert)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seed": self.seed, "epoch": self.epoch, "size": self.size, "metrics": dict(self.metrics)}
+        data = {"seed": self.seed, "epoch": self.epoch, "size": self.size, "metrics": dict(self.metrics)}
+        return data | ({"recipe": self.recipe} if self.recipe else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SnapshotSummary:
-        size = data.get("size")
+        size, recipe = data.get("size"), data.get("recipe")
         return cls(int(data["seed"]), int(data["epoch"]), None if size is None else int(size),
-                   {k: float(v) for k, v in (data.get("metrics") or {}).items()})
+                   {k: float(v) for k, v in (data.get("metrics") or {}).items()},
+                   None if recipe is None else str(recipe))
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"recipe": self.recipe} if self.recipe else {}
 
 
 @dataclass(frozen=True)
@@ -227,18 +234,23 @@ class ManifestRow:
     epoch: int
     metrics: dict[str, float] = field(default_factory=dict)
     recipe_hash: str | None = None
+    recipe: str | None = None  # the recipe's name
 
     @property
     def summary(self) -> SnapshotSummary:
-        return SnapshotSummary(self.seed, self.epoch, self.size, dict(self.metrics))
+        return SnapshotSummary(self.seed, self.epoch, self.size, dict(self.metrics), self.recipe)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["recipe"] is None:  # manifests written before recipes had names stay byte-identical
+            del data["recipe"]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ManifestRow:
         return cls(str(data["name"]), str(data["sha256"]), int(data["size"]), int(data["seed"]),
-                   int(data["epoch"]), dict(data.get("metrics") or {}), data.get("recipe_hash"))
+                   int(data["epoch"]), dict(data.get("metrics") or {}), data.get("recipe_hash"),
+                   data.get("recipe"))
 
 
 @dataclass

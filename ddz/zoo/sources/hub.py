@@ -277,7 +277,8 @@ class HubSource:
             row = Resolved(name, "hub", self.registry.hub_url(entry.hub), entry.repo, entry.revision,
                            entry.path, entry.sha256, summary=entry.summary)
             metrics = dict(entry.summary.metrics) if entry.summary else {}
-            rows.append(Candidate(dataset, arch, seed, snapshot, metrics, row))
+            tags = entry.summary.tags if entry.summary else {}
+            rows.append(Candidate(dataset, arch, seed, snapshot, metrics, row, tags))
         return rows
 
     def route(self, row: Resolved) -> Route:

@@ -57,6 +57,7 @@ class SnapshotRecord:
     sha256: str
     size: int
     metrics: dict[str, float]
+    recipe: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,7 +123,7 @@ class LocalZoo:
             size = path.stat().st_size
             manifest = self.read_manifest(name.dataset, name.arch)
             manifest.add(name.key, ManifestRow(str(name), sha, size, name.seed, name.epoch,
-                                               dict(meta.metrics), meta.recipe_hash))
+                                               dict(meta.metrics), meta.recipe_hash, meta.recipe.get("name")))
             atomic_write_json(self.manifest_path(name.dataset, name.arch), manifest.to_json())
         return SnapshotRecord(name, path, sha, size, dict(meta.metrics))
 
@@ -143,7 +144,8 @@ class LocalZoo:
                 name = SnapshotName(manifest.dataset, manifest.arch, row.seed, row.epoch)
                 if any(fnmatch.fnmatchcase(str(name), p) for p in patterns):
                     path = self.root / manifest.dataset / manifest.arch / key
-                    found.append(SnapshotRecord(name, path, row.sha256, row.size, dict(row.metrics)))
+                    found.append(SnapshotRecord(name, path, row.sha256, row.size, dict(row.metrics),
+                                                row.recipe))
         return sorted(found, key=lambda r: r.name.sort_key())
 
     def record(self, name: SnapshotName | str) -> SnapshotRecord:
@@ -163,10 +165,11 @@ class LocalZoo:
         rows = []
         for record in self.records("*"):
             name, metrics = record.name, dict(record.metrics)
-            row = Resolved(str(name), "local", path=str(record.path), sha256=record.sha256,
-                           summary=SnapshotSummary(name.seed, name.epoch, record.size, metrics),
+            summary = SnapshotSummary(name.seed, name.epoch, record.size, metrics, record.recipe)
+            row = Resolved(str(name), "local", path=str(record.path), sha256=record.sha256, summary=summary,
                            local_path=str(record.path))
-            rows.append(Candidate(name.dataset, name.arch, name.seed, f"epoch{name.epoch}", metrics, row))
+            rows.append(Candidate(name.dataset, name.arch, name.seed, f"epoch{name.epoch}", metrics, row,
+                                  summary.tags))
         return rows
 
     def fetch(self, rows: Sequence[Resolved], progress: Progress | None = None) -> dict[str, Path]:
