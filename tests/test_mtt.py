@@ -212,17 +212,18 @@ def load_back(folder):
 
 @pytest.mark.slow
 def test_mtt_from_a_trained_zoo_beats_random_real_on_digits(run_ddz, tmp_path):
-    """The command-line path at a reduced size (3 experts x 8 epochs, width 16; bench/mtt_digits.py
+    """The command-line path at a reduced size (2 experts x 6 epochs, width 16; bench/mtt_digits.py
     runs the full 5 x 20 one): MTT at IPC 1 beats random real images by at least 10 points."""
     trained = run_ddz("zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--recipe", "mtt-expert",
-                      "--seeds", "3", "--batch-seeds", "3", "--epochs", "8", "--snapshots", "every",
-                      "--net-option", "width=16", timeout=900)
+                      "--seeds", "2", "--batch-seeds", "2", "--epochs", "6", "--snapshots", "every",
+                      "--net-option", "width=16", timeout=500)
     assert trained.returncode == 0, trained.stderr
-    evaluation = ("--models", "3", "--epochs", "100")
+    evaluation = ("--models", "2", "--epochs", "50")
     distilled = run_ddz("distill", "--dataset", "digits", "--method", "mtt", "--ipc", "1",
-                        "--experts", "digits/convnet3/*", "--iterations", "40", "--syn-steps", "10",
-                        "--expert-epochs", "2", "--max-start-epoch", "6", "--eval-models", evaluation[1],
-                        "--eval-epochs", evaluation[3], "--json", "mtt.json", timeout=900)
+                        "--experts", "digits/convnet3/*", "--iterations", "20", "--syn-steps", "10",
+                        "--expert-epochs", "2", "--max-start-epoch", "4", "--lr-img", "100",
+                        "--eval-models", evaluation[1], "--eval-epochs", evaluation[3], "--json", "mtt.json",
+                        timeout=500)
     assert distilled.returncode == 0, distilled.stderr
     real = run_ddz("eval", "--random-real", "--dataset", "digits", "--ipc", "1", *evaluation,
                    "--json", "real.json")
