@@ -6,6 +6,10 @@ and settings resumes from the checkpoint and ends with the same images as an uni
 (every random stream is derived from (seed, purpose, iteration); the checkpoint holds the images
 and the momentum buffer); a finished run is loaded, not recomputed. A larger `iterations`
 continues a finished run.
+
+With `ranks` (several processes, ddz.distributed) each rank learns the images of its classes;
+rank 0 writes the checkpoint, the synthetic set and the grid, which hold the whole set, so a run
+resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ddz.data.base import ImageDataset
 from ddz.distill.evaluate import check_ipc
@@ -33,6 +39,8 @@ from ddz.distill.synset import (
     save_checkpoint,
     save_synset,
 )
+from ddz.distributed.ranks import SINGLE, Ranks
+from ddz.distributed.shard import ClassShard
 from ddz.errors import ConfigError
 from ddz.progress import NullProgress, Progress
 
@@ -80,10 +88,14 @@ def distill(
     progress: Progress | None = None,
     dataset_name: str | None = None,
     ptm_query: Sequence[str] = (),
+    ranks: Ranks = SINGLE,
 ) -> SynSet:
-    """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save."""
+    """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save.
+    Every rank of `ranks` calls this alike and gets the whole synthetic set back."""
     config = config.resolved(dataset.name)
     check_ipc(dataset, config.ipc)
+    shard = ClassShard(dataset.num_classes, config.ipc, ranks)
+    first_class = shard.classes.start
     dataset_name = dataset_name or dataset.name
     identity = run_identity(dataset, dataset_name, config, seed, guidance)
     out = Path(out_dir) if out_dir is not None else None
@@ -105,21 +117,27 @@ def distill(
             )
         if checkpoint.iteration == config.iterations and (out / SYNSET_FILE).is_file():
             return load_synset(out / SYNSET_FILE)
-        state = new_state(checkpoint.images.to(dataset.device), config.ipc, config.lr_img, config.momentum)
+        images = shard.own(checkpoint.images.to(dataset.device))
+        state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
         if checkpoint.momentum is not None:
-            state.set_momentum_buffer(checkpoint.momentum)
+            state.set_momentum_buffer(shard.own(checkpoint.momentum))
         state.iteration, seconds_before = checkpoint.iteration, checkpoint.seconds
     if state is None:
-        state = new_state(initial_images(dataset, config, seed), config.ipc, config.lr_img, config.momentum)
+        images = shard.own(initial_images(dataset, config, seed))
+        state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
 
-    method = build_method(config, dataset, guidance)
+    method = build_method(config, dataset, guidance, shard)
 
-    def checkpoint_now(seconds: float) -> None:
-        if out is not None:
-            momentum = state.momentum_buffer()
-            save_checkpoint(out / CHECKPOINT_FILE, Checkpoint(
-                state.images, momentum, state.iteration, seconds, identity,
-            ))
+    def checkpoint_now(seconds: float, images: torch.Tensor | None = None) -> None:
+        """Every rank calls it (the images and momentum are gathered); rank 0 writes."""
+        if out is None:
+            return
+        images = shard.whole(state.images) if images is None else images
+        momentum = state.momentum_buffer()
+        momentum = shard.whole(momentum) if momentum is not None else None
+        if ranks.is_main:
+            checkpoint = Checkpoint(images, momentum, state.iteration, seconds, identity)
+            save_checkpoint(out / CHECKPOINT_FILE, checkpoint)
 
     task = progress.task(f"distill {config.method}", config.iterations)
     task.advance(state.iteration)
@@ -129,16 +147,17 @@ def distill(
         loss = method.step(state, IterationRNG(seed, iteration, dataset.device))
         state.iteration = iteration + 1
         if iteration % LOG_EVERY == 0 or state.iteration == config.iterations:
-            shown = float(loss)
+            shown = float(ranks.sum(loss))
         task.advance(1, loss=shown)
         if checkpoint_every > 0 and state.iteration % checkpoint_every == 0:
             checkpoint_now(seconds_before + time.perf_counter() - started)
     task.close()
     seconds = seconds_before + time.perf_counter() - started
+    images = shard.whole(state.images)
 
     synset = SynSet(
-        images=state.images.detach().cpu().clone(),
-        labels=state.labels.cpu().clone(),
+        images=images.cpu(),
+        labels=shard.labels(images.device).cpu(),
         dataset=dataset_name, method=config.method, ipc=config.ipc, seed=seed,
         config=config.to_json(), classes=list(dataset.classes),
         mean=tuple(dataset.mean), std=tuple(dataset.std),
@@ -149,9 +168,10 @@ def distill(
         alpha_source=guidance.alpha_source if guidance is not None else None,
         iterations=config.iterations, seconds_distill=seconds,
     )
-    if out is not None:
-        checkpoint_now(seconds)
+    checkpoint_now(seconds, images)
+    if out is not None and ranks.is_main:
         save_synset(out / SYNSET_FILE, synset)
         write_grid(out / GRID_FILE, synset.images, synset.ipc, synset.mean, synset.std)
+    ranks.barrier()  # the files are there when any rank returns
     return synset
 

@@ -7,13 +7,19 @@ from ddz.distill.guidance import Guidance
 from ddz.distill.methods.base import METHODS, DistillConfig, IterationRNG, Method, SynState, loops_for_ipc
 from ddz.distill.methods.dc import GradientMatching
 from ddz.distill.methods.dm import DistributionMatching
+from ddz.distributed.shard import ClassShard
 
 
-def build_method(config: DistillConfig, dataset: ImageDataset, guidance: Guidance | None = None) -> Method:
-    """The method of a resolved config."""
+def build_method(
+    config: DistillConfig,
+    dataset: ImageDataset,
+    guidance: Guidance | None = None,
+    shard: ClassShard | None = None,
+) -> Method:
+    """The method of a resolved config; with `shard`, for this rank's classes."""
     if config.method == "dm":
-        return DistributionMatching(config, dataset, guidance)
-    return GradientMatching(config, dataset, guidance)
+        return DistributionMatching(config, dataset, guidance, shard)
+    return GradientMatching(config, dataset, guidance, shard)
 
 
 __all__ = [

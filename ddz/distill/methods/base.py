@@ -181,10 +181,13 @@ class SynState:
         self.optimizer.state[self.images]["momentum_buffer"] = buffer.to(self.images.device).clone()
 
 
-def new_state(images: torch.Tensor, ipc: int, lr_img: float, momentum: float) -> SynState:
+def new_state(
+    images: torch.Tensor, ipc: int, lr_img: float, momentum: float, first_class: int = 0
+) -> SynState:
+    """The state of `images` (class-major, classes first_class, first_class + 1, ...)."""
     images = images.detach().clone().requires_grad_(True)
     num_classes = len(images) // ipc
-    labels = torch.arange(num_classes, device=images.device).repeat_interleave(ipc)
+    labels = torch.arange(first_class, first_class + num_classes, device=images.device).repeat_interleave(ipc)
     optimizer = torch.optim.SGD([images], lr=lr_img, momentum=momentum)
     return SynState(images, labels, optimizer, ipc)
 
