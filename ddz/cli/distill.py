@@ -13,6 +13,7 @@ import typer
 from ddz.cli.common import RichProgress, console, out, settings, write_json
 from ddz.cli.eval import results_table
 from ddz.cli.main import app
+from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
 from ddz.errors import ConfigError
 
 
@@ -91,16 +92,29 @@ def distill_command(
     eval_compile: bool = typer.Option(False, "--eval-compile", help="torch.compile the evaluation nets."),
     compile_nets: bool = typer.Option(False, "--compile", help="torch.compile the distillation net."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run report as JSON here."),
+    nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
+    dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
+    launcher: str = typer.Option(
+        "local", "--launcher", help="local (--nproc ranks here) | slurm (one job of --nodes x tasks)."
+    ),
+    nodes: int = typer.Option(1, "--nodes", help="slurm: nodes."),
+    gpus_per_node: int = typer.Option(
+        0, "--gpus-per-node", help="slurm: GPUs per node, one rank each (0: --nproc CPU ranks per node)."
+    ),
+    partition: str | None = typer.Option(None, "--partition", help="slurm: partition."),
+    time_limit: int = typer.Option(240, "--time", help="slurm: job time limit in minutes."),
+    mem_gb: float | None = typer.Option(None, "--mem-gb", help="slurm: memory per node in GB."),
+    cpus_per_task: int | None = typer.Option(None, "--cpus-per-task", help="slurm: CPUs (threads) per rank."),
 ) -> None:
-    """Distil a data set into IPC images per class, then evaluate the synthetic set(s)."""
-    from ddz.data import check_dataset_name, load_dataset
+    """Distil a data set into IPC images per class, then evaluate the synthetic set(s).
+
+    Over several ranks (--nproc N, --launcher slurm, or torchrun --nproc-per-node N -m ddz
+    distill ...) the classes are sharded over the ranks and rank 0 writes every file."""
+    from ddz.data import check_dataset_name
     from ddz.distill.alphas import parse_alpha_options
-    from ddz.distill.evaluate import EVAL_CACHE_FILE, EvalConfig, check_ipc, combine_runs, evaluate_cached
-    from ddz.distill.guidance import Guidance, GuidanceConfig
-    from ddz.distill.loop import distill
+    from ddz.distill.evaluate import EvalConfig
+    from ddz.distill.guidance import GuidanceConfig
     from ddz.distill.methods import DistillConfig
-    from ddz.distill.report import RunReport, run_record
-    from ddz.distill.synset import GRID_FILE, SYNSET_FILE
     from ddz.zoo.train import parse_net_options
 
     config = DistillConfig(
@@ -128,7 +142,33 @@ def distill_command(
     )
     eval_config.validate()
     check_dataset_name(dataset)
+    ranks = start_or_join(RankOptions(
+        nproc, dist_timeout, launcher, nodes, gpus_per_node, partition, time_limit, mem_gb, cpus_per_task,
+    ))
+    if ranks is None:
+        return  # the ranks this process started have done the work
+    try:
+        _distill_on_ranks(
+            ranks, dataset, config, ptm, guide_config, runs, out_dir, checkpoint_every, eval_models,
+            eval_config, resolution, json_path,
+        )
+    finally:
+        ranks.close()
 
+
+def _distill_on_ranks(
+    ranks, dataset, config, ptm, guide_config, runs, out_dir, checkpoint_every, eval_models, eval_config,
+    resolution, json_path,
+) -> None:
+    """The command's work in one rank (or the only process); rank 0 prints and writes."""
+    from ddz.data import load_dataset
+    from ddz.distill.evaluate import EVAL_CACHE_FILE, check_ipc, combine_runs, evaluate_cached
+    from ddz.distill.guidance import Guidance
+    from ddz.distill.loop import distill
+    from ddz.distill.report import RunReport, run_record
+    from ddz.distill.synset import GRID_FILE, SYNSET_FILE
+
+    ipc, say = config.ipc, console.print if ranks.is_main else (lambda *args, **kwargs: None)
     device = settings.torch_device
     data = load_dataset(dataset, settings.data_root, device, resolution)
     check_ipc(data, ipc)
@@ -137,20 +177,20 @@ def distill_command(
         from ddz.zoo.registry import load_ptms
 
         guide = Guidance(load_ptms(ptm, device), data, guide_config, config.method, ipc)
-        console.print(f"guidance: {guide.kind}, alpha {guide.alpha} ({guide.alpha_source})",
-                      markup=False, highlight=False, soft_wrap=True)
+        say(f"guidance: {guide.kind}, alpha {guide.alpha} ({guide.alpha_source})",
+            markup=False, highlight=False, soft_wrap=True)
     seeds = [settings.seed + k for k in range(runs)]
     folders = run_folders(out_dir, dataset, config.method, ipc, seeds, guide)
 
     synsets, per_run, seconds_eval, notes = [], [], 0.0, []
-    with RichProgress() as progress:
+    with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
         for seed, folder in zip(seeds, folders, strict=True):
             synset = distill(
                 data, config, seed, guide, folder, checkpoint_every, progress,
-                dataset_name=dataset, ptm_query=ptm,
+                dataset_name=dataset, ptm_query=ptm, ranks=ranks,
             )
             synsets.append(synset)
-            console.print(
+            say(
                 f"synthetic set: {folder / SYNSET_FILE}\ngrid: {folder / GRID_FILE}",
                 markup=False, highlight=False, soft_wrap=True,
             )
@@ -158,9 +198,11 @@ def distill_command(
                 started = time.perf_counter()
                 per_run.append(evaluate_cached(
                     synset.images, synset.labels, data, eval_config, seed, folder / EVAL_CACHE_FILE, progress,
-                    notes,
+                    notes, ranks,
                 ))
                 seconds_eval += time.perf_counter() - started
+    if not ranks.is_main:
+        return
     for note in dict.fromkeys(notes):
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     first = synsets[0]
@@ -170,7 +212,7 @@ def distill_command(
         ptm_query=list(first.ptm_query), ptms=list(first.ptms), guidance=first.guidance,
         alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
         seconds_distill=sum(s.seconds_distill for s in synsets),
-        seconds_eval=seconds_eval,
+        seconds_eval=seconds_eval, world_size=ranks.world,
         synset=str(folders[0] / SYNSET_FILE) if runs == 1 else None,
         runs=[
             run_record(seed, str(folder / SYNSET_FILE), result)

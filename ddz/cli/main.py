@@ -48,6 +48,7 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; usage errors are Typer's (exit 2), DDZErrors print one line (exit 2)."""
+    settings.argv = tuple(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as done:

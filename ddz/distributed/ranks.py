@@ -18,11 +18,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ddz.errors import ConfigError
+from ddz.errors import ConfigError, DDZError
 
 DEFAULT_TIMEOUT_S = 300.0
 # What torchrun (and ddz's own launchers) put in every rank's environment.
 RANK_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class RankFailure(DDZError):
+    """A rank died, or a collective failed or timed out because of one."""
 
 
 @dataclass
@@ -52,11 +56,22 @@ class Ranks:
         entry.sent += sent
         entry.received += received
 
+    def _collective(self, op: str, call: Any, *args: Any) -> None:
+        """Run one collective; a peer that died or a timeout becomes one line (RankFailure)."""
+        try:
+            call(*args)
+        except (RuntimeError, dist.DistError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise RankFailure(
+                f"rank {self.rank}: {op} failed ({first}); another rank died or did not answer "
+                "within --dist-timeout"
+            ) from error
+
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The elementwise sum of `tensor` over the ranks (a detached copy)."""
         total = tensor.detach().clone()
         if self.world > 1:
-            dist.all_reduce(total)
+            self._collective("all_reduce", dist.all_reduce, total)
             nbytes = total.numel() * total.element_size()
             self._count("all_reduce", nbytes, nbytes)
         return total
@@ -70,7 +85,7 @@ class Ranks:
         padded = tensor.detach().new_zeros((longest, *tensor.shape[1:]))
         padded[: len(tensor)] = tensor.detach()
         parts = [torch.empty_like(padded) for _ in range(self.world)]
-        dist.all_gather(parts, padded)
+        self._collective("all_gather", dist.all_gather, parts, padded)
         nbytes = padded.numel() * padded.element_size()
         self._count("all_gather", nbytes, nbytes * (self.world - 1))
         return torch.cat([part[:n] for part, n in zip(parts, rows, strict=True)])
@@ -80,14 +95,14 @@ class Ranks:
         if self.world == 1:
             return [obj]
         gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, obj)
+        self._collective("all_gather_object", dist.all_gather_object, gathered, obj)
         sizes = [len(pickle.dumps(item)) for item in gathered]
         self._count("all_gather_object", sizes[self.rank], sum(sizes) - sizes[self.rank])
         return gathered
 
     def barrier(self) -> None:
         if self.world > 1:
-            dist.barrier()
+            self._collective("barrier", dist.barrier)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():

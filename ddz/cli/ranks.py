@@ -1,0 +1,106 @@
+"""What `ddz distill` and `ddz eval` share to run over several ranks: start them (--nproc on this
+machine, --launcher slurm as one SLURM job) or, inside a rank (torchrun's environment), join the
+process group; and the plain-line progress of the ranks that do not draw bars."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ddz.cli.common import format_fields, settings
+
+NPROC_HELP = "Ranks to start on this machine (classes or eval models sharded over them); not under torchrun."
+TIMEOUT_HELP = "Seconds a rank waits in a collective before it gives up (a rank died or hangs)."
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    nproc: int = 1
+    dist_timeout: float = 300.0
+    launcher: str = "local"
+    nodes: int = 1
+    gpus_per_node: int = 0
+    partition: str | None = None
+    time_min: int = 240
+    mem_gb: float | None = None
+    cpus_per_task: int | None = None
+    folder: Path | None = None
+
+
+def _forward(stream: str, line: str) -> None:
+    print(line, file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
+
+
+def start_or_join(options: RankOptions) -> Any:
+    """The Ranks this process belongs to, or None when it started the ranks itself and they have
+    finished (the command is then done). Exits with status 2 when rank 0 reported bad input."""
+    from ddz.distributed.ranks import in_rank_environment, join_from_environment, rank_device
+
+    if in_rank_environment():
+        ranks = join_from_environment(options.dist_timeout, settings.torch_device)
+        settings.device = rank_device(settings.torch_device, ranks)
+        return ranks
+    if options.launcher == "slurm":
+        from ddz.cli.common import console
+        from ddz.distributed.slurm import SlurmRanks
+
+        slurm = SlurmRanks(
+            nodes=options.nodes, tasks_per_node=options.gpus_per_node or options.nproc,
+            gpus_per_node=options.gpus_per_node, partition=options.partition, time_min=options.time_min,
+            mem_gb=options.mem_gb, cpus_per_task=options.cpus_per_task, folder=options.folder,
+        )
+        done = slurm.run(settings.argv)
+        console.print(f"slurm job {done.job_id}: {done.world} ranks finished; rank 0's log: {done.log}",
+                      markup=False, highlight=False, soft_wrap=True)
+        return None
+    if options.launcher != "local":
+        from ddz.errors import ConfigError, unknown_name
+
+        raise ConfigError(unknown_name("launcher", options.launcher, ("local", "slurm")))
+    if options.nproc == 1:
+        from ddz.distributed.ranks import SINGLE
+
+        return SINGLE
+    from ddz.distributed.local import LocalRanks
+
+    status = LocalRanks(options.nproc).run(settings.argv, _forward)
+    if status:
+        raise typer.Exit(status)
+    return None
+
+
+class _LineTask:
+    def __init__(self, rank: int, description: str, total: int | None):
+        self.rank, self.description, self.total, self.done = rank, description, total, 0
+        self.every = max(1, (total or 0) // 10)
+
+    def advance(self, steps: int = 1, **fields: Any) -> None:
+        self.done += steps
+        if self.done % self.every == 0:
+            shown = format_fields(fields)
+            print(f"rank {self.rank}: {self.description} {self.done}/{self.total} {shown}".rstrip(),
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class LineProgress:
+    """Progress of a rank other than 0: about ten plain lines per task on stderr (what the
+    launcher quotes as the rank's last line if it dies)."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def task(self, description: str, total: int | None) -> _LineTask:
+        return _LineTask(self.rank, description, total)
