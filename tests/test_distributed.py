@@ -8,6 +8,7 @@ import torch
 from ranks_helper import run_ranks
 
 from ddz.data import load_dataset
+from ddz.distill.evaluate import EvalConfig, evaluate_synset, random_real
 from ddz.distill.guidance import Guidance, GuidanceConfig
 from ddz.distill.loop import distill
 from ddz.distill.methods import DistillConfig
@@ -24,7 +25,9 @@ DSA = DistillConfig(
     method="dsa", ipc=2, iterations=2, batch_real=8, batch_train=8, outer_loop=2, inner_loop=2,
     net_options=TINY_NET,
 )
-DC = DistillConfig(method="dc", ipc=1, iterations=2, batch_real=8, outer_loop=2, inner_loop=1, net_options=TINY_NET)
+DC = DistillConfig(
+    method="dc", ipc=1, iterations=2, batch_real=8, outer_loop=2, inner_loop=1, net_options=TINY_NET
+)
 
 
 def tiny_ptm(dataset, classes=None) -> PTM:
@@ -126,3 +129,25 @@ def test_dm_with_batch_statistics_over_ranks_is_refused():
     config = DistillConfig(method="dm", ipc=2, arch="convnet3bn", net_options=TINY_NET).resolved("digits")
     with pytest.raises(ConfigError, match="BatchNorm"):
         DistributionMatching(config, data, None, shard)
+
+
+EVAL = EvalConfig(archs=("convnet3", "convnet4"), models=3, epochs=2)
+
+
+def evaluate_on(ranks: Ranks):
+    data = load_dataset("digits")
+    images, labels = random_real(data, 2, seed=1)
+    results = evaluate_synset(images, labels, data, EVAL, 7, ranks=ranks)
+    return {arch: result.accs for arch, result in results.items()}
+
+
+def test_evaluation_over_two_ranks_gives_the_accuracies_of_one():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = evaluate_on(SINGLE)
+    finally:
+        torch.set_num_threads(threads)
+    for accs in run_ranks(2, evaluate_on):
+        assert accs == alone
+    assert len(alone["convnet3"]) == 3 and len(alone["convnet4"]) == 3

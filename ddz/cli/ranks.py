@@ -30,6 +30,14 @@ class RankOptions:
     cpus_per_task: int | None = None
     folder: Path | None = None
 
+    def validate(self) -> None:
+        from ddz.errors import ConfigError
+
+        if self.nproc < 1:
+            raise ConfigError(f"--nproc must be at least 1, got {self.nproc}")
+        if self.dist_timeout <= 0:
+            raise ConfigError(f"--dist-timeout must be positive, got {self.dist_timeout}")
+
 
 def _forward(stream: str, line: str) -> None:
     print(line, file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
@@ -40,6 +48,7 @@ def start_or_join(options: RankOptions) -> Any:
     finished (the command is then done). Exits with status 2 when rank 0 reported bad input."""
     from ddz.distributed.ranks import in_rank_environment, join_from_environment, rank_device
 
+    options.validate()
     if in_rank_environment():
         ranks = join_from_environment(options.dist_timeout, settings.torch_device)
         settings.device = rank_device(settings.torch_device, ranks)

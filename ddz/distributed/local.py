@@ -2,8 +2,9 @@
 
 Each rank is `python -m ddz ARGS` with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR =
 127.0.0.1, a free MASTER_PORT, gloo on the loopback interface). Rank 0's output is forwarded as
-it comes; every rank's last line is kept. When a rank fails, the others get a few seconds to stop
-on their own and are then stopped, and the failure comes back as one line naming the rank.
+it comes, except its one-line error, which waits; every rank's last line is kept. When a rank
+fails, the others get a few seconds to stop on their own and are then stopped, and the failure
+comes back as one line naming the rank that caused it (the others' errors are consequences).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ddz.zoo.launch import stop_process
 Forward = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line)
 SETTLE_S = 3.0  # how long the other ranks may take to stop by themselves after one failed
 USAGE_STATUS = 2  # what the CLI exits with after printing its one-line error
+ERROR_PREFIX = "error:"  # how the CLI's one-line error starts
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -62,6 +64,7 @@ class _Rank:
     rank: int
     proc: subprocess.Popen
     last_line: str = ""
+    held: list[str] = field(default_factory=list)  # rank 0's error lines, shown if it was the cause
     stopped_by_us: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
 
@@ -99,14 +102,14 @@ class LocalRanks:
                     )
                     reader.start()
                     ranks[-1].readers.append(reader)
-            return self._wait(ranks)
+            return self._wait(ranks, forward)
         finally:
             for rank in ranks:
                 if rank.proc.poll() is None:
                     rank.stopped_by_us = True
                     stop_process(rank.proc)
 
-    def _wait(self, ranks: list[_Rank]) -> int:
+    def _wait(self, ranks: list[_Rank], forward: Forward) -> int:
         while True:
             codes = [rank.proc.poll() for rank in ranks]
             if all(code == 0 for code in codes):
@@ -126,6 +129,8 @@ class LocalRanks:
         failed = [r for r in ranks if not r.stopped_by_us and r.proc.returncode != 0]
         culprit = min(failed, key=lambda r: (_blame_order(r.proc.returncode), r.rank))
         if culprit.proc.returncode == USAGE_STATUS and ranks[0].proc.returncode == USAGE_STATUS:
+            for line in ranks[0].held:
+                forward("stderr", line)
             return USAGE_STATUS
         line = culprit.last_line or "(it printed nothing)"
         raise RankFailure(
@@ -146,7 +151,9 @@ def _read_lines(rank: _Rank, stream: str, forward: Forward | None) -> None:
         line = line.rstrip("\n")
         if line.strip():
             rank.last_line = line.strip()
-        if forward is not None:
+        if forward is not None and stream == "stderr" and line.startswith(ERROR_PREFIX):
+            rank.held.append(line)
+        elif forward is not None:
             forward(stream, line)
 
 
