@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ranks_helper import run_ranks
 
 from ddz.data import load_dataset
 from ddz.distill.evaluate import EvalConfig, evaluate_synset, random_real
@@ -15,6 +14,7 @@ from ddz.distill.methods import DistillConfig
 from ddz.distill.synset import CHECKPOINT_FILE, SYNSET_FILE, load_checkpoint, load_synset
 from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.distributed.shard import ClassShard, class_blocks
+from ddz.distributed.spawn import run_ranks
 from ddz.errors import ConfigError
 from ddz.nets import build_net
 from ddz.zoo.ptm import PTM

@@ -54,8 +54,6 @@ def rank_environment(
         "MASTER_ADDR": master, "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1",
     }
     env.setdefault("OMP_NUM_THREADS", str(threads))
-    if master == "127.0.0.1":
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo would otherwise bind the hostname's address
     return env
 
 

@@ -23,6 +23,7 @@ from ddz.errors import ConfigError, DDZError
 DEFAULT_TIMEOUT_S = 300.0
 # What torchrun (and ddz's own launchers) put in every rank's environment.
 RANK_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+LOOPBACK = ("127.0.0.1", "localhost")
 
 
 class RankFailure(DDZError):
@@ -137,6 +138,8 @@ def join(
     if world == 1:
         return Ranks()
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    if master_addr in LOOPBACK:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo would otherwise bind the hostname's address
     local_rank = rank if local_rank is None else local_rank
     if backend == "nccl":
         torch.cuda.set_device(local_rank if device == "cuda" else torch.device(device))
