@@ -60,7 +60,7 @@ def run_cell(row: Row, seed: int, args: argparse.Namespace) -> dict:
     from ddz.distill.guidance import Guidance, GuidanceConfig
     from ddz.distill.loop import distill
     from ddz.distill.methods import DistillConfig
-    from ddz.zoo.registry import load_ptms
+    from ddz.zoo.api import Zoo
 
     data = load_dataset("digits")
     started = time.perf_counter()
@@ -71,7 +71,7 @@ def run_cell(row: Row, seed: int, args: argparse.Namespace) -> dict:
                                net_options=(("width", args.width),))
         guidance = None
         if row.ptm:
-            ptms = load_ptms([row.ptm])
+            ptms = Zoo.from_env().load_ptms([row.ptm])  # a script's edge: DDZ_HOME names the zoo
             guidance = Guidance(ptms, data, GuidanceConfig("clom", alpha=row.alpha), row.method, args.ipc)
         synset = distill(data, config, seed, guidance, args.out / "runs" / f"{row.slug}-seed{seed}",
                          checkpoint_every=50, dataset_name="digits")

@@ -4,22 +4,31 @@ train a zoo -> publish it to a local git hub -> resolve a query through the regi
 snapshots back through the hub path (sha256-verified) -> distil with DM, without and with CLoM ->
 evaluate both (and the random-real baseline) by the protocol -> report.md + PNG grids.
 
-Everything lives under one folder (`out`): its own DDZ_HOME (zoo, caches), registry and hub, so the
-demo never touches a user's zoo and a re-run reuses what an earlier run trained.
+Everything lives under one folder (`out`): its own zoo home (zoo, caches), registry and hub, passed
+explicitly as a ZooPaths, so the demo never touches a user's zoo and a re-run reuses what an
+earlier run trained.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ddz.data import load_dataset
 from ddz.distill.evaluate import ArchResult, EvalConfig, evaluate_synset, random_real
+from ddz.distill.guidance import Guidance, GuidanceConfig
+from ddz.distill.loop import distill
+from ddz.distill.methods import DistillConfig
+from ddz.distill.synset import GRID_FILE
+from ddz.io import atomic_write_json, atomic_write_text
 from ddz.progress import NullProgress, Progress
+from ddz.zoo.api import Zoo
+from ddz.zoo.launch import LaunchConfig
+from ddz.zoo.loading import load_snapshot
+from ddz.zoo.paths import ZooPaths
+from ddz.zoo.train import TrainRecipe
 
 DATASET = "digits"
 
@@ -103,22 +112,6 @@ class DemoReport:
         }
 
 
-@contextmanager
-def _demo_environment(out: Path) -> Iterator[None]:
-    """Point DDZ_HOME and DDZ_REGISTRY at the demo folder for the duration of the run."""
-    saved = {k: os.environ.get(k) for k in ("DDZ_HOME", "DDZ_REGISTRY")}
-    os.environ["DDZ_HOME"] = str(out / "home")
-    os.environ["DDZ_REGISTRY"] = str(out / "registry.yaml")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def run_demo(
     out: str | Path,
     config: DemoConfig | None = None,
@@ -130,21 +123,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     config = config or DemoConfig()
     progress = progress or NullProgress()
-    with _demo_environment(out):
-        return _run(out, config, seed, device, progress)
-
-
-def _run(out: Path, config: DemoConfig, seed: int, device: str, progress: Progress) -> DemoReport:
-    from ddz.data import load_dataset
-    from ddz.distill.guidance import Guidance, GuidanceConfig
-    from ddz.distill.loop import distill
-    from ddz.distill.methods import DistillConfig
-    from ddz.distill.synset import GRID_FILE
-    from ddz.zoo.hub import pull, push
-    from ddz.zoo.launch import LaunchConfig, run_grid
-    from ddz.zoo.store import load_snapshot_file
-    from ddz.zoo.train import TrainRecipe, plan_grid
-
+    zoo = Zoo(ZooPaths.under(out / "home", registry=out / "registry.yaml"))
     stages: dict[str, float] = {}
     data = load_dataset(DATASET, device=device)
 
@@ -153,16 +132,8 @@ def _run(out: Path, config: DemoConfig, seed: int, device: str, progress: Progre
     recipe = TrainRecipe(
         epochs=config.zoo_epochs, snapshots=tuple(sorted({config.early_epoch, config.zoo_epochs}))
     )
-    jobs = plan_grid(
-        DATASET,
-        list(config.archs),
-        list(range(config.seeds)),
-        recipe,
-        data,
-        zoo_root=out / "home" / "zoo",
-        device=device,
-    )
-    summary = run_grid([job for job, _ in jobs], LaunchConfig(launcher="inline"), progress, data)
+    jobs = zoo.plan(DATASET, list(config.archs), list(range(config.seeds)), recipe, data, device=device)
+    summary = zoo.train([job for job, _ in jobs], LaunchConfig(launcher="inline"), progress, data)
     if summary.failed:
         raise RuntimeError(f"zoo training failed: {summary.failed[0].error}")
     stages["zoo"] = time.perf_counter() - started
@@ -170,12 +141,12 @@ def _run(out: Path, config: DemoConfig, seed: int, device: str, progress: Progre
     # 2. Publish to a local git hub; the registry records each snapshot pinned to its commit.
     started = time.perf_counter()
     hub = out / "hub"
-    pushed = push(f"{DATASET}/*/*", str(hub), registry_path=out / "registry.yaml", progress=progress)
+    pushed = zoo.push(f"{DATASET}/*/*", str(hub), progress=progress)
     revisions = {repo.repo: repo.revision for repo in pushed.repos}
 
     # 3. Resolve the early-snapshot query through the registry and pull it back through the hub.
-    pulled = pull(config.ptm_query, progress=progress)
-    ptms = [load_snapshot_file(path, row.sha256, device) for row, path in pulled]
+    pulled = zoo.pull(config.ptm_query, progress=progress)
+    ptms = [load_snapshot(path, row.sha256, device) for row, path in pulled]
     stages["hub"] = time.perf_counter() - started
 
     # 4. Distil with DM, unguided and guided by the pulled pool, then evaluate by the protocol.
@@ -294,7 +265,5 @@ def guidance_sentence(report: DemoReport) -> str:
 
 
 def write_report(out: Path, report: DemoReport) -> None:
-    from ddz.io import atomic_write_json, atomic_write_text
-
     atomic_write_text(out / "report.md", report_markdown(report))
     atomic_write_json(out / "report.json", report.to_json())

@@ -31,6 +31,14 @@ class QueryError(DDZError):
     """A zoo query is malformed or matches nothing."""
 
 
+class NotFoundError(QueryError):
+    """Nothing matches what was asked: `asked` names it, `available` the closest things that exist."""
+
+    def __init__(self, message: str, asked: str, available: Iterable[str] = ()):
+        super().__init__(message)
+        self.asked, self.available = asked, list(available)
+
+
 class HubError(DDZError):
     """A hub could not be reached or refused a request; raised from the library's own error."""
 
@@ -41,6 +49,14 @@ class OfflineError(DDZError):
     def __init__(self, message: str, missing: list[str]):
         super().__init__(message)
         self.missing = list(missing)
+
+
+def first_line(error: BaseException) -> str:
+    """An error as one line: a DDZError's own message; otherwise its type and first line."""
+    if isinstance(error, DDZError):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddz.nets import build_net
-from ddz.zoo.store import SnapshotName, ZooStore
+from ddz.zoo.records import SnapshotMeta, SnapshotName
+from ddz.zoo.sources.local import LocalZoo, SnapshotRecord
 
 READY_SECONDS = 30.0
 
@@ -97,6 +98,18 @@ def running_olah(folder: Path) -> Iterator[Olah]:
         log.close()
 
 
+def save_snapshot(store: LocalZoo, name: SnapshotName, net, metrics: dict[str, float] | None = None,
+                  recipe: dict | None = None, mean: float = 0.5, std: float = 0.25) -> SnapshotRecord:
+    """A snapshot of `net` for a 10-class, 1-channel data set, saved through the store."""
+    meta = SnapshotMeta(
+        name=name, data_source=name.dataset, net_config=dict(net.config),
+        classes=tuple(str(i) for i in range(10)),
+        mean=(mean,), std=(std,), metrics=dict(metrics or {}), recipe=dict(recipe or {}), recipe_hash="test",
+        data_fingerprint="test", ddz_version="test", created="2023-11-14T22:13:20Z",
+    )
+    return store.save(meta, net.state_dict())
+
+
 def make_zoo(
     root: Path,
     dataset: str = "digits",
@@ -105,23 +118,20 @@ def make_zoo(
     epochs: Iterable[int] = (1, 4),
     salt: int = 0,
 ) -> dict[str, Path]:
-    """A tiny zoo (width-8 nets, 1 channel, 16 px) saved through ZooStore; name -> file.
+    """A tiny zoo (width-8 nets, 1 channel, 16 px) saved through LocalZoo; name -> file.
 
     `salt` changes every weight, so that a re-made zoo has the same names and different bytes.
     test_acc rises with the epoch and with the seed, so @best and --where have known answers.
     """
-    store = ZooStore(root)
+    store = LocalZoo(root)
     files = {}
     for arch in archs:
         for seed in seeds:
             for epoch in epochs:
                 net = build_net(arch, 1, 10, 16, generator_seed=salt * 100_003 + seed * 1000 + epoch, width=8)
                 name = SnapshotName(dataset, arch, seed, epoch)
-                record = store.save(name, net, {
-                    "classes": [str(i) for i in range(10)], "mean": [0.5], "std": [0.25],
-                    "recipe": {"epochs": max(epochs)}, "recipe_hash": "test", "data_fingerprint": "test",
-                    "metrics": {"train_loss": round(1 / (epoch + 1), 4), "train_acc": round(0.1 * epoch, 4),
-                                "test_acc": round(0.5 + 0.01 * epoch + 0.001 * seed, 4)},
-                })
+                metrics = {"train_loss": round(1 / (epoch + 1), 4), "train_acc": round(0.1 * epoch, 4),
+                           "test_acc": round(0.5 + 0.01 * epoch + 0.001 * seed, 4)}
+                record = save_snapshot(store, name, net, metrics, {"epochs": max(epochs)})
                 files[str(name)] = record.path
     return files

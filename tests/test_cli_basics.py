@@ -78,12 +78,9 @@ def test_usage_errors_exit_2_without_traceback(run_ddz) -> None:
 def test_help_and_zoo_listing_import_no_torch(run_ddz, tmp_path: Path) -> None:
     """`ddz --help`, `ddz zoo list` and `ddz zoo show` start without torch or timm (seconds saved
     on every call; bench/cli_startup.py times it)."""
-    from ddz.nets import build_net
-    from ddz.zoo.store import SnapshotName, ZooStore
+    from olah_server import make_zoo
 
-    store = ZooStore(tmp_path / "ddz-home" / "zoo")
-    net = build_net("convnet3", 1, 10, 16, generator_seed=0, width=8)
-    store.save(SnapshotName("digits", "convnet3", 0, 1), net, {"metrics": {"test_acc": 0.5}})
+    make_zoo(tmp_path / "ddz-home" / "zoo", seeds=(0,), epochs=(1,))
     for args in (["--help"], ["zoo", "list"], ["zoo", "show", "digits/convnet3/seed0@epoch1"]):
         result = run_ddz(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert result.returncode == 0, result.stderr
@@ -91,3 +88,28 @@ def test_help_and_zoo_listing_import_no_torch(run_ddz, tmp_path: Path) -> None:
         assert "ddz.cli.main" in imported  # the import log is there
         assert not imported & {"torch", "timm"}, args
     assert "digits/convnet3/seed0@epoch1" in result.stdout
+
+
+def test_progress_rows_stay_readable_at_80_columns(monkeypatch) -> None:
+    """Counts and times keep their columns at 80 characters; fields are rounded; a long
+    description is the part that gives way (an ellipsis)."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    import ddz.cli.common as common
+
+    buffer = io.StringIO()
+    narrow = Console(file=buffer, width=80, force_terminal=True, color_system=None)
+    monkeypatch.setattr(common, "console", narrow)
+    with common.RichProgress() as progress:
+        progress.task("zoo grid (inline)", 10).advance(3)
+        progress.task("convnet3 seeds 0,1,2,3", 150).advance(12, epoch=12, loss=0.10933597385883331, acc=0.85)
+        progress.task("distill dm ipc 10", 20000).advance(100, loss=12.3456789)
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue()).split("\r")
+    rows = [line for line in frames[-1].splitlines() if line.strip()]
+    assert len(rows) == 3 and all(len(row) <= 80 for row in rows)
+    assert re.search(r" 3/10 \d:\d\d:\d\d ", rows[0]) and re.search(r" 100/20000 \d:\d\d:\d\d ", rows[2])
+    assert "loss=12.3" in rows[2] and "0.1093359" not in buffer.getvalue()
+    assert rows[1].split(" 12/150 ")[0].rstrip(" ╸━").endswith("…")

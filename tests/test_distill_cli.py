@@ -203,7 +203,7 @@ def test_alpha_in_the_json_and_its_errors_with_a_real_pool(run_ddz, tmp_path):
 
 @pytest.mark.slow
 def test_resolution_reaches_distill_eval_and_zoo_train(run_ddz, tmp_path):
-    from ddz.zoo.store import load_snapshot_file
+    from ddz.zoo.loading import load_snapshot
 
     distilled = run_ddz("distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--iterations", "2",
                         "--resolution", "12", "--net-option", "width=8", "--eval-models", "0", "--out", "r12")
@@ -218,4 +218,4 @@ def test_resolution_reaches_distill_eval_and_zoo_train(run_ddz, tmp_path):
                       "--epochs", "1", "--net-option", "width=4", "--resolution", "12")
     assert trained.returncode == 0, trained.stderr
     snapshot = next((tmp_path / "ddz-home" / "zoo" / "digits").rglob("epoch1.safetensors"))
-    assert load_snapshot_file(snapshot, None, "cpu").image_size == 12
+    assert load_snapshot(snapshot, None, "cpu").image_size == 12

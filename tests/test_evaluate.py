@@ -70,6 +70,6 @@ def test_bad_settings_are_config_errors(digits: ImageDataset) -> None:
     with pytest.raises(ConfigError, match=r"--ipc 500 is out of range for digits.*choose 1\.\.130"):
         random_real(digits, 500, seed=0)
     with pytest.raises(ConfigError, match="unknown arch"):
-        EvalConfig(archs=("convnet9",)).validate()
+        EvalConfig(archs=("convnet9",))
     with pytest.raises(ConfigError, match="at least 1"):
-        EvalConfig(epochs=0).validate()
+        EvalConfig(epochs=0)

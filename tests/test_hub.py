@@ -1,6 +1,6 @@
 """The hub against a real olah server: push by git into the folder it serves, pull through the real
-huggingface_hub client (HF_ENDPOINT, private HF_HOME) into an empty DDZ_HOME, pinned revisions,
-tampered blobs, offline behaviour, and the `ddz zoo push | lock | pull` commands."""
+huggingface_hub client (an HF endpoint, a private HF cache) into an empty zoo home, pinned
+revisions, tampered blobs, offline behaviour, and the `ddz zoo push | lock | pull` commands."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import pytest
 import yaml
 from olah_server import Olah, make_zoo, running_olah
 
-from ddz.errors import ConfigError, DDZError, HubError, IntegrityError, OfflineError
+from ddz.errors import ConfigError, HubError, IntegrityError, OfflineError
 from ddz.io import sha256_bytes, sha256_file
-from ddz.zoo.hub import GitSession, choose_tag, parse_hub, pull, push, repo_name
-from ddz.zoo.lock import write_lock
-from ddz.zoo.registry import load_ptms, load_registry, resolve, update_registry
+from ddz.zoo.api import Zoo
+from ddz.zoo.hub_url import parse_hub, repo_name
+from ddz.zoo.paths import ZooPaths
+from ddz.zoo.publish import choose_tag
+from ddz.zoo.registry import load_registry, update_registry
+from ddz.zoo.sources.hub import GitSession
 
 
 @pytest.fixture(scope="session")
@@ -33,23 +36,25 @@ def org(olah) -> str:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Private DDZ_HOME, registry and HF_HOME; `env.home(name)` switches to another, empty DDZ_HOME."""
+def env(tmp_path):
+    """Zoos on separate "machines" (own home and HF cache) that share one registry file."""
 
     class Env:
-        def home(self, name: str) -> Path:
-            path = tmp_path / name
-            monkeypatch.setenv("DDZ_HOME", str(path))
-            monkeypatch.setenv("HF_HOME", str(tmp_path / f"hf-{name}"))
-            return path
+        registry = tmp_path / "registry.yaml"
+
+        def zoo(self, name: str, endpoint: str | None = None, offline: bool = False) -> Zoo:
+            paths = ZooPaths.under(tmp_path / name, registry=self.registry, hf_cache=self.hf_cache(name),
+                                   hf_endpoint=endpoint)
+            return Zoo(paths, offline)
 
         def hf_cache(self, name: str) -> Path:
             return tmp_path / f"hf-{name}" / "hub"
 
-    monkeypatch.setenv("DDZ_REGISTRY", str(tmp_path / "registry.yaml"))
-    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "DDZ_OFFLINE", "HF_HUB_CACHE"):
-        monkeypatch.delenv(var, raising=False)
     return Env()
+
+
+def offline(zoo: Zoo) -> Zoo:
+    return Zoo(zoo.paths, offline=True)
 
 
 def git(folder: Path, *args: str) -> str:
@@ -63,10 +68,10 @@ def front_matter(readme: str) -> dict:
 
 
 def test_push_publishes_a_repo_per_dataset_arch_with_card_manifest_and_tag(olah, org, env):
-    home = env.home("a")
-    files = make_zoo(home / "zoo", archs=("convnet3", "convnet4"), seeds=(0, 1), epochs=(1, 4))
+    a = env.zoo("a")
+    files = make_zoo(a.paths.zoo, archs=("convnet3", "convnet4"), seeds=(0, 1), epochs=(1, 4))
     folder = olah.org_folder(org)
-    result = push("digits/*", str(folder), tag="v1")
+    result = a.push("digits/*", str(folder), tag="v1")
 
     assert [r.repo for r in result.repos] == [f"{org}/digits-convnet3", f"{org}/digits-convnet4"]
     for pushed in result.repos:
@@ -78,7 +83,7 @@ def test_push_publishes_a_repo_per_dataset_arch_with_card_manifest_and_tag(olah,
             "seed1/epoch1.safetensors", "seed1/epoch4.safetensors",
         }
         arch = pushed.repo.split("-")[-1]
-        local = json.loads((home / "zoo" / "digits" / arch / "manifest.json").read_text())
+        local = json.loads((a.paths.zoo / "digits" / arch / "manifest.json").read_text())
         assert json.loads(git(repo, "show", "v1:manifest.json")) == local
         card = git(repo, "show", "v1:README.md")
         meta = front_matter(card)
@@ -86,136 +91,132 @@ def test_push_publishes_a_repo_per_dataset_arch_with_card_manifest_and_tag(olah,
         assert meta["seeds"] == [0, 1] and meta["snapshots"] == ["epoch1", "epoch4"]
         assert "| seed1@epoch4 | 0.5410 | 0.4000 | 0.2000 |" in card
 
-    registry = load_registry()
+    registry = load_registry(env.registry)
     assert registry.hubs == {org: str(folder)}
     assert len(registry.entries) == 8
     for name, entry in registry.entries.items():
         assert entry.sha256 == sha256_file(files[name])
         assert entry.revision in {r.revision for r in result.repos}
-        assert entry.hub == org and entry.metadata["metrics"]["test_acc"] > 0.5
+        assert entry.hub == org and entry.summary.metrics["test_acc"] > 0.5
     # the same content again: no new commit, the tag on it is reused
-    again = push("digits/convnet3/*", str(folder), tag="v1")
+    again = a.push("digits/convnet3/*", str(folder), tag="v1")
     assert again.repos[0].revision == result.repos[0].revision
 
 
-def test_pull_through_hf_endpoint_into_an_empty_home(olah, org, env, monkeypatch):
-    files = make_zoo(env.home("a") / "zoo")
+def test_pull_through_hf_endpoint_into_an_empty_home(olah, org, env):
+    a = env.zoo("a")
+    files = make_zoo(a.paths.zoo)
     originals = {name: path.read_bytes() for name, path in files.items()}
-    push("digits/*", str(olah.org_folder(org)))
+    a.push("digits/*", str(olah.org_folder(org)))
 
-    home_b = env.home("b")
-    monkeypatch.setenv("HF_ENDPOINT", olah.url)
-    pairs = pull("digits/*", hub=f"hf://{org}")
+    b = env.zoo("b", endpoint=olah.url)
+    pairs = b.pull("digits/*", hub=f"hf://{org}")
     assert sorted(row.name for row, _ in pairs) == sorted(originals)
     for row, path in pairs:
         assert path.is_relative_to(env.hf_cache("b")) and path.read_bytes() == originals[row.name]
         assert row.hub == f"hf://{org}" and row.source == "hub"  # published, not in B's zoo
-    assert not (home_b / "zoo").exists() and not (home_b / "cache" / "git").exists()
+    assert not b.paths.zoo.exists() and not b.paths.git_cache.exists()
 
     # offline now: the pulled files load from the HF cache, verified
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ptms = load_ptms(["digits/*@epoch4"], "cpu")
+    ptms = offline(b).load_ptms(["digits/*@epoch4"], "cpu")
     assert [p.sha256 for p in ptms] == [sha256_bytes(originals[p.name]) for p in ptms]
 
-    # a registry whose git folder is not on this machine falls back to HF_ENDPOINT
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    with update_registry() as registry:
-        registry.hubs[org] = str(Path(env.home("c")).parent / "elsewhere" / org)
-    assert len(pull("digits/*@epoch1")) == 2
-    monkeypatch.delenv("HF_ENDPOINT")
-    env.home("d")
-    with pytest.raises(DDZError, match="does not exist here; pass --hub URL"):
-        pull("digits/*@epoch1")
+    # a registry whose git folder is not on this machine falls back to the HF endpoint
+    with update_registry(env.registry) as registry:
+        registry.hubs[org] = str(b.paths.home.parent / "elsewhere" / org)
+    assert len(env.zoo("c", endpoint=olah.url).pull("digits/*@epoch1")) == 2
+    with pytest.raises(HubError, match="does not exist here; pass --hub URL"):
+        env.zoo("d").pull("digits/*@epoch1")
 
 
-def test_offline_names_exactly_the_missing_entries(olah, org, env, monkeypatch):
-    make_zoo(env.home("a") / "zoo")
-    push("digits/*", str(olah.org_folder(org)))
-    with update_registry() as registry:  # this registry knows the hub only by its HTTP address
+def test_offline_names_exactly_the_missing_entries(olah, org, env):
+    a = env.zoo("a")
+    make_zoo(a.paths.zoo)
+    a.push("digits/*", str(olah.org_folder(org)))
+    with update_registry(env.registry) as registry:  # this registry knows the hub only by its HTTP address
         registry.hubs[org] = olah.url
-    env.home("b")
-    pull("digits/convnet3/seed0@epoch4")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert len(load_ptms(["digits/convnet3/seed0@epoch4"], "cpu")) == 1
+    b = env.zoo("b")
+    b.pull("digits/convnet3/seed0@epoch4")
+    assert len(offline(b).load_ptms(["digits/convnet3/seed0@epoch4"], "cpu")) == 1
     with pytest.raises(OfflineError) as info:
-        load_ptms(["digits/*@epoch4", "digits/convnet3/seed1@epoch1"], "cpu")
+        offline(b).load_ptms(["digits/*@epoch4", "digits/convnet3/seed1@epoch1"], "cpu")
     assert sorted(info.value.missing) == ["digits/convnet3/seed1@epoch1", "digits/convnet3/seed1@epoch4"]
     message = str(info.value)
     assert "offline (HF_HUB_OFFLINE=1) and 2 PTM file(s) are not in the cache" in message
     assert "digits/convnet3/seed1@epoch4" in message and "digits/convnet3/seed1@epoch1" in message
     assert "seed0@epoch4" not in message and "\n" not in message
-    assert len(resolve("digits/*")) == 4  # resolving needs no files
+    assert len(offline(b).resolve("digits/*")) == 4  # resolving needs no files
 
 
-def test_a_pinned_older_revision_pulls_the_older_bytes(olah, org, env, monkeypatch, tmp_path):
-    home = env.home("a")
-    first = {n: p.read_bytes() for n, p in make_zoo(home / "zoo").items()}
+def test_a_pinned_older_revision_pulls_the_older_bytes(olah, org, env, tmp_path):
+    a = env.zoo("a")
+    first = {n: p.read_bytes() for n, p in make_zoo(a.paths.zoo).items()}
     folder = olah.org_folder(org)
-    push("digits/*", str(folder), tag="first")
-    lock = write_lock(tmp_path / "first.lock", resolve("digits/*@epoch4"), ["digits/*@epoch4"])
-    second = {n: p.read_bytes() for n, p in make_zoo(home / "zoo", salt=1).items()}
+    a.push("digits/*", str(folder), tag="first")
+    lock = tmp_path / "first.lock"
+    a.lock(["digits/*@epoch4"], lock)
+    second = {n: p.read_bytes() for n, p in make_zoo(a.paths.zoo, salt=1).items()}
     assert all(first[n] != second[n] for n in first)
-    push("digits/*", str(folder), tag="second")
+    a.push("digits/*", str(folder), tag="second")
     with pytest.raises(ConfigError, match="tag 'first' already names commit"):
-        make_zoo(home / "zoo", salt=2, seeds=(0,), epochs=(1,))
-        push("digits/*", str(folder), tag="first")
+        make_zoo(a.paths.zoo, salt=2, seeds=(0,), epochs=(1,))
+        a.push("digits/*", str(folder), tag="first")
 
-    env.home("b")
-    monkeypatch.setenv("HF_ENDPOINT", olah.url)
-    old = pull("digits/*", hub=olah.url, revision="first")
+    b = env.zoo("b", endpoint=olah.url)
+    old = b.pull("digits/*", hub=olah.url, revision="first")
     assert {row.name: path.read_bytes() for row, path in old} == first
     assert {row.revision for row, _ in old} == {git(folder / "digits-convnet3", "rev-parse", "first")}
-    new = pull("digits/*@epoch4", hub=olah.url)
+    new = b.pull("digits/*@epoch4", hub=olah.url)
     assert all(path.read_bytes() == second[row.name] for row, path in new)
     # the lockfile made after the first push still loads the first bytes, offline
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ptms = load_ptms([f"@{lock}"], "cpu")
+    ptms = offline(b).load_ptms([f"@{lock}"], "cpu")
     assert [p.sha256 for p in ptms] == [sha256_bytes(first[p.name]) for p in ptms]
 
 
-def test_a_tampered_blob_is_refused_and_removed_from_the_cache(olah, org, env, monkeypatch):
-    files = make_zoo(env.home("a") / "zoo", seeds=(0,), epochs=(4,))
+def test_a_tampered_blob_is_refused_and_removed_from_the_cache(olah, org, env):
+    a = env.zoo("a")
+    files = make_zoo(a.paths.zoo, seeds=(0,), epochs=(4,))
     name = "digits/convnet3/seed0@epoch4"
     good = files[name].read_bytes()
     folder = olah.org_folder(org)
-    commit = push("digits/*", str(folder)).repos[0].revision
+    commit = a.push("digits/*", str(folder)).repos[0].revision
     # someone rewrites the file on the hub: a new commit whose bytes differ from the record
     session = GitSession(parse_hub(str(folder)), repo_name("digits", "convnet3"))
     session.open()
     bad_commit = session.commit({"seed0/epoch4.safetensors": good[:-8] + b"tampered"}, "tamper", commit)
-    with update_registry() as registry:
+    with update_registry(env.registry) as registry:
         registry.entries[name].revision = bad_commit
 
-    env.home("b")
-    monkeypatch.setenv("HF_ENDPOINT", olah.url)
+    b = env.zoo("b", endpoint=olah.url)
     with pytest.raises(IntegrityError, match="refused and removed from the cache"):
-        pull(name, hub=olah.url)
+        b.pull(name, hub=olah.url)
     repo_cache = env.hf_cache("b") / f"models--{org}--digits-convnet3"
     assert not (repo_cache / "snapshots" / bad_commit / "seed0" / "epoch4.safetensors").exists()
     assert not any(p.is_file() and p.stat().st_size == len(good) for p in (repo_cache / "blobs").iterdir())
     with pytest.raises(IntegrityError, match="refused"):  # the git route refuses it too
-        pull(name)
-    assert not list((env.home("b") / "cache").rglob("*.safetensors"))
+        b.pull(name)
+    assert not list(b.paths.git_cache.rglob("*.safetensors"))
 
     # a cached file corrupted after a good pull is detected, removed and fetched again
-    with update_registry() as registry:
+    with update_registry(env.registry) as registry:
         registry.entries[name].revision = commit
-    (_, cached), = pull(name, hub=olah.url)
+    (_, cached), = b.pull(name, hub=olah.url)
     cached.resolve().write_bytes(b"rot" + good[3:])
-    with update_registry() as registry:
+    with update_registry(env.registry) as registry:
         registry.hubs[org] = olah.url
-    assert load_ptms([name], "cpu")[0].sha256 == sha256_bytes(good)
+    assert b.load_ptms([name], "cpu")[0].sha256 == sha256_bytes(good)
     assert cached.read_bytes() == good
 
 
-def test_push_to_a_read_only_hub_fails_clearly(olah, org, env, monkeypatch):
-    make_zoo(env.home("a") / "zoo", seeds=(0,), epochs=(1,))
+def test_push_to_a_read_only_hub_fails_clearly(olah, org, env):
+    a = env.zoo("a")
+    make_zoo(a.paths.zoo, seeds=(0,), epochs=(1,))
     with pytest.raises(ConfigError, match="read-only here: push to the git folder it serves"):
-        push("digits/*", olah.url)
-    monkeypatch.setenv("HF_ENDPOINT", olah.url)  # olah accepts no uploads: the HF commit API path says so
-    with pytest.raises(DDZError, match=f"pushing to hf://{org} failed"):
-        push("digits/*", f"hf://{org}")
-    assert load_registry().entries == {}
+        a.push("digits/*", olah.url)
+    a = env.zoo("a", endpoint=olah.url)  # olah accepts no uploads: the HF commit API path says so
+    with pytest.raises(HubError, match=f"pushing to hf://{org} failed"):
+        a.push("digits/*", f"hf://{org}")
+    assert load_registry(env.registry).entries == {}
 
 
 def test_tags_and_hub_urls():
@@ -277,16 +278,18 @@ def test_an_unreachable_hub_is_a_hub_error_raised_from_its_cause(olah, org, env,
     its cause; the CLI prints one line (no retry warnings), and with --debug the chain."""
     import socket
 
-    make_zoo(env.home("a") / "zoo")
-    push("digits/*", str(olah.org_folder(org)))
+    a = env.zoo("a")
+    make_zoo(a.paths.zoo)
+    a.push("digits/*", str(olah.org_folder(org)))
     with socket.socket() as probe:  # a free loopback port, closed again: connections are refused
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    with update_registry() as registry:
+    with update_registry(env.registry) as registry:
         registry.hubs[org] = dead
-    home = env.home("b")
+    b = env.zoo("b")
+    home = b.paths.home  # the CLI below finds the registry in its working directory
     with pytest.raises(HubError) as info:
-        pull("digits/convnet3/seed0@epoch4")
+        b.pull("digits/convnet3/seed0@epoch4")
     assert info.value.__cause__ is not None and dead in str(info.value)
     plain = run_ddz("zoo", "pull", "digits/convnet3/seed0@epoch4", env={"DDZ_HOME": str(home)})
     lines = plain.stderr.strip().splitlines()  # the pull's progress bar, then the error

@@ -65,7 +65,7 @@ def test_epochs_follow_the_reference_rule(digits):
     assert EvalConfig(augment="dc").epochs_for(digits, "convnet3bn") == 1000  # crop_noise
     assert EvalConfig(augment="dc", epochs=7).epochs_for(digits, "convnet3bn") == 7
     with pytest.raises(ConfigError, match="unknown evaluation augmentation 'dcc'.*dc, dsa, none"):
-        EvalConfig(augment="dcc").validate()
+        EvalConfig(augment="dcc")
     images, labels = random_real(digits, 1, seed=0)
     result = evaluate_synset(images, labels, digits, EvalConfig(models=1, epochs=2, augment="dc"))
     assert result["convnet3"].epochs == 2

@@ -15,18 +15,12 @@ from olah_server import make_zoo
 
 from ddz.errors import ConfigError, DDZError, IntegrityError, QueryError
 from ddz.io import sha256_file
-from ddz.zoo.external import BUILTIN
-from ddz.zoo.lock import read_lock, write_lock
-from ddz.zoo.registry import (
-    DEFAULT_HEADER,
-    Entry,
-    load_ptms,
-    load_registry,
-    parse_registry,
-    registry_path,
-    resolve,
-    update_registry,
-)
+from ddz.zoo.api import Zoo
+from ddz.zoo.external_spec import BUILTIN
+from ddz.zoo.lockfile import read_lock, write_lock
+from ddz.zoo.paths import ZooPaths, offline_from_env
+from ddz.zoo.records import SnapshotSummary
+from ddz.zoo.registry import DEFAULT_HEADER, Entry, load_registry, parse_registry, update_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32
@@ -34,13 +28,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A private DDZ_HOME and registry; nothing offline unless a test says so."""
-    monkeypatch.setenv("DDZ_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DDZ_REGISTRY", str(tmp_path / "registry.yaml"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("DDZ_OFFLINE", raising=False)
-    return tmp_path / "home"
+def zoo(tmp_path) -> Zoo:
+    """A private zoo home, registry and Hugging Face cache, online."""
+    return Zoo(ZooPaths.under(tmp_path / "home", registry=tmp_path / "registry.yaml"))
 
 
 # --- the file -------------------------------------------------------------------------------------
@@ -58,15 +48,18 @@ def test_the_committed_registry_is_valid_and_documents_its_format():
     assert again.header == registry.header and again.external == registry.external
 
 
-def test_registry_path_order(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DDZ_REGISTRY", raising=False)
-    monkeypatch.setenv("DDZ_HOME", str(tmp_path / "h"))
-    assert registry_path() == tmp_path / "h" / "registry.yaml"
+def test_paths_from_the_environment(tmp_path):
+    env = {"DDZ_HOME": str(tmp_path / "h"), "HF_HOME": str(tmp_path / "hf")}
+    paths = ZooPaths.from_env(env, cwd=tmp_path)
+    assert paths.registry == tmp_path / "h" / "registry.yaml" and paths.zoo == tmp_path / "h" / "zoo"
+    assert paths.hf_cache == tmp_path / "hf" / "hub" and paths.hf_endpoint is None
     (tmp_path / "registry.yaml").write_text("")
-    assert registry_path() == tmp_path / "registry.yaml"
-    monkeypatch.setenv("DDZ_REGISTRY", str(tmp_path / "other.yaml"))
-    assert registry_path() == tmp_path / "other.yaml"
+    assert ZooPaths.from_env(env, cwd=tmp_path).registry == tmp_path / "registry.yaml"
+    env.update(DDZ_REGISTRY="other.yaml", HF_HUB_CACHE=str(tmp_path / "c"), HF_ENDPOINT="http://127.0.0.1:9/")
+    paths = ZooPaths.from_env(env, cwd=tmp_path)
+    assert (paths.registry, paths.hf_cache, paths.hf_endpoint) == (
+        tmp_path / "other.yaml", tmp_path / "c", "http://127.0.0.1:9")
+    assert not offline_from_env(env) and offline_from_env({"HF_HUB_OFFLINE": "1"})
 
 
 GOOD_ENTRY = f"""\
@@ -120,7 +113,7 @@ def test_a_valid_registry_round_trips(tmp_path):
     registry = load_registry(path)
     assert registry.hubs == {"lab": "/srv/hub/models/lab"}
     entry = registry.entries["digits/convnet3/seed0@epoch4"]
-    assert (entry.revision, entry.sha256, entry.metadata["metrics"]) == (COMMIT, SHA, {"test_acc": 0.9})
+    assert (entry.revision, entry.sha256, entry.summary.metrics) == (COMMIT, SHA, {"test_acc": 0.9})
     with update_registry(path) as reg:
         reg.entries["digits/convnet3/seed1@epoch4"] = Entry("lab", "lab/digits-convnet3", COMMIT,
                                                             "seed1/epoch4.safetensors", SHA)
@@ -161,10 +154,10 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 # --- resolution -----------------------------------------------------------------------------------
 
 
-def test_resolve_over_the_local_zoo_registry_and_external(home, tmp_path):
-    files = make_zoo(home / "zoo", seeds=(0, 1, 2), epochs=(1, 4, 10))
+def test_resolve_over_the_local_zoo_registry_and_external(zoo, tmp_path):
+    files = make_zoo(zoo.paths.zoo, seeds=(0, 1, 2), epochs=(1, 4, 10))
     published = "digits/convnet3/seed0@epoch4"
-    with update_registry() as reg:
+    with update_registry(zoo.paths.registry) as reg:
         hub = reg.add_hub(str(tmp_path / "hub" / "lab"))
         # the same bytes as the local file: merged into the local row
         reg.entries[published] = Entry(hub, "lab/digits-convnet3", COMMIT, "seed0/epoch4.safetensors",
@@ -172,8 +165,8 @@ def test_resolve_over_the_local_zoo_registry_and_external(home, tmp_path):
         # only on the hub
         reg.entries["cifar10/vgg11/seed3@epoch20"] = Entry(hub, "lab/cifar10-vgg11", COMMIT,
                                                            "seed3/epoch20.safetensors", SHA,
-                                                           {"metrics": {"test_acc": 0.7}})
-    rows = {r.name: r for r in resolve("*")}
+                                                           SnapshotSummary(3, 20, None, {"test_acc": 0.7}))
+    rows = {r.name: r for r in zoo.resolve("*")}
     assert len(rows) == 9 + 1 + 2
     assert rows[published].source == "local" and rows[published].revision == COMMIT
     assert rows[published].local_path == str(files[published])
@@ -181,19 +174,19 @@ def test_resolve_over_the_local_zoo_registry_and_external(home, tmp_path):
     assert rows["cifar10/vgg11/seed3@epoch20"].source == "hub"
     assert rows["cifar10/vgg11/seed3@epoch20"].hub == str(tmp_path / "hub" / "lab")
     assert rows["imagenet/resnet18@torchvision"].source == "external"
-    assert rows["clip/RN50@openai"].metadata["library"] == "open_clip"
+    assert rows["clip/RN50@openai"].spec.library == "open_clip"
     expected = [f"digits/convnet3/seed{s}@epoch4" for s in range(3)]
-    assert [r.name for r in resolve("digits/*@epoch4")] == expected
-    assert [r.name for r in resolve("*/*/*@best", where="test_acc>0.6015")] == [
+    assert [r.name for r in zoo.resolve("digits/*@epoch4")] == expected
+    assert [r.name for r in zoo.resolve("*/*/*@best", where="test_acc>0.6015")] == [
         "cifar10/vgg11/seed3@epoch20", "digits/convnet3/seed2@epoch10"
     ]
     with pytest.raises(QueryError, match="nearest archs: convnet3"):
-        resolve("digits/convnet4")
+        zoo.resolve("digits/convnet4")
 
 
-def test_load_ptms_verifies_freezes_and_locks(home, tmp_path):
-    files = make_zoo(home / "zoo")
-    ptms = load_ptms(["digits/*@epoch4"], "cpu")
+def test_load_ptms_verifies_freezes_and_locks(zoo, tmp_path):
+    files = make_zoo(zoo.paths.zoo)
+    ptms = zoo.load_ptms(["digits/*@epoch4"], "cpu")
     assert [p.name for p in ptms] == ["digits/convnet3/seed0@epoch4", "digits/convnet3/seed1@epoch4"]
     assert all(not p.requires_grad for p in ptms[0].net.parameters())
     assert ptms[0].sha256 == sha256_file(files[ptms[0].name])
@@ -201,18 +194,18 @@ def test_load_ptms_verifies_freezes_and_locks(home, tmp_path):
 
     for suffix in ("json", "yaml"):
         lock = tmp_path / f"ptms.{suffix}"
-        write_lock(lock, resolve("digits/convnet3/*@best"), ["digits/convnet3/*@best"])
+        write_lock(lock, zoo.resolve("digits/convnet3/*@best"), ["digits/convnet3/*@best"])
         document = json.loads(lock.read_text()) if suffix == "json" else yaml.safe_load(lock.read_text())
         assert [row["name"] for row in document["ptms"]] == ["digits/convnet3/seed0@epoch4",
                                                              "digits/convnet3/seed1@epoch4"]
-        assert [p.sha256 for p in load_ptms([f"@{lock}"], "cpu")] == [p.sha256 for p in ptms]
+        assert [p.sha256 for p in zoo.load_ptms([f"@{lock}"], "cpu")] == [p.sha256 for p in ptms]
     # the same PTM from two queries is loaded once
-    assert len(load_ptms(["digits/*@epoch4", f"@{lock}"], "cpu")) == 2
+    assert len(zoo.load_ptms(["digits/*@epoch4", f"@{lock}"], "cpu")) == 2
 
     victim = files["digits/convnet3/seed1@epoch4"]
     victim.write_bytes(victim.read_bytes()[:-4] + b"XXXX")
     with pytest.raises(IntegrityError, match="fails its integrity check"):
-        load_ptms([f"@{lock}"], "cpu")
+        zoo.load_ptms([f"@{lock}"], "cpu")
 
 
 @pytest.mark.parametrize("document, message", [
@@ -250,9 +243,9 @@ external:
 """
 
 
-def test_external_ptms_resolve_and_wrap(home, tmp_path):
+def test_external_ptms_resolve_and_wrap(zoo, tmp_path):
     (tmp_path / "registry.yaml").write_text(RANDOM_EXTERNALS)
-    resnet, clip = load_ptms(["imagenet/resnet18@random", "clip/RN50@random"], "cpu")
+    resnet, clip = zoo.load_ptms(["imagenet/resnet18@random", "clip/RN50@random"], "cpu")
     x = torch.randn(1, 3, 224, 224)
     assert resnet.net.embed(x).shape == (1, 512)
     assert resnet.net(x).shape == (1, 1000) and resnet.num_classes == 1000
@@ -263,11 +256,11 @@ def test_external_ptms_resolve_and_wrap(home, tmp_path):
     with pytest.raises(DDZError, match="without a classifier: use it with --guidance cclom"):
         clip.net(x)
     # random weights are a function of the name alone
-    again = load_ptms(["imagenet/resnet18@random"], "cpu")[0]
+    again = zoo.load_ptms(["imagenet/resnet18@random"], "cpu")[0]
     assert again.sha256 == resnet.sha256 and len(resnet.sha256) == 64
 
 
-def test_external_weights_file_is_verified(home, tmp_path):
+def test_external_weights_file_is_verified(zoo, tmp_path):
     from safetensors.torch import save_file
     from torchvision.models import resnet18
 
@@ -279,24 +272,23 @@ def test_external_weights_file_is_verified(home, tmp_path):
         "external:\n  imagenet/resnet18@torchvision:\n    weights_file: resnet18.safetensors\n"
         f"    sha256: '{digest}'\n"
     )
-    ptm = load_ptms(["imagenet/resnet18@torchvision"], "cpu")[0]
+    ptm = zoo.load_ptms(["imagenet/resnet18@torchvision"], "cpu")[0]
     assert ptm.sha256 == digest
     from safetensors.torch import load_file
 
     assert torch.equal(ptm.net.classifier.weight, load_file(str(weights))["fc.weight"])
     registry.write_text(registry.read_text().replace(digest, "0" * 64))
     with pytest.raises(IntegrityError, match="registry.yaml says 0000"):
-        load_ptms(["imagenet/resnet18@torchvision"], "cpu")
+        zoo.load_ptms(["imagenet/resnet18@torchvision"], "cpu")
 
 
-def test_missing_external_weights_offline_is_one_clear_line(home, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_missing_external_weights_offline_is_one_clear_line(zoo, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torchvision's own cache
+    zoo = Zoo(zoo.paths, offline=True)
     cases = (("imagenet/resnet18@torchvision", "checkpoints"), ("clip/RN50@openai", "Hugging Face cache"))
     for name, where in cases:
         with pytest.raises(DDZError) as info:
-            load_ptms([name], "cpu")
+            zoo.load_ptms([name], "cpu")
         message = str(info.value)
         assert "\n" not in message and name in message and where in message and "offline" in message
     # weights in torch hub's own cache are found there (and read without unpickling code)
@@ -305,5 +297,5 @@ def test_missing_external_weights_offline_is_one_clear_line(home, tmp_path, monk
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
     torch.save(resnet18(weights=None).state_dict(), cached)
-    ptm = load_ptms(["imagenet/resnet18@torchvision"], "cpu")[0]
+    ptm = zoo.load_ptms(["imagenet/resnet18@torchvision"], "cpu")[0]
     assert ptm.sha256 == sha256_file(cached) and ptm.classes[1] == "goldfish"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,7 @@ from ddz.distill.synset import (
     save_synset,
 )
 from ddz.errors import ConfigError, DataError, IntegrityError
+from ddz.io import write_tensors
 
 
 def make_synset(ipc=2, classes=3, channels=1, size=4) -> SynSet:
@@ -46,6 +49,17 @@ def test_synset_round_trip_keeps_everything(tmp_path):
     # the run folder works too
     save_synset(tmp_path / "run" / SYNSET_FILE, synset)
     assert load_synset(tmp_path / "run").dataset == "npz:/data/x.npz"
+
+
+def test_synsets_written_with_the_earlier_format_tag_still_load(tmp_path):
+    synset = make_synset()
+    path = tmp_path / "old.safetensors"
+    tensors = {"images": synset.images, "labels": synset.labels}
+    write_tensors(path, tensors, "ddz-synset-1", {"ddz.metadata": json.dumps(synset.metadata())})
+    assert load_synset(path).metadata() == synset.metadata()
+    write_tensors(path, tensors, "ddz-something-else", {"ddz.metadata": json.dumps(synset.metadata())})
+    with pytest.raises(IntegrityError, match="is not a ddz.synset/1 file"):
+        load_synset(path)
 
 
 def test_a_changed_byte_is_caught(tmp_path):

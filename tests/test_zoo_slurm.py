@@ -11,7 +11,8 @@ import torch
 from conftest import ddz_executable
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
-from ddz.zoo.store import ZooStore
+from ddz.zoo.api import Zoo
+from ddz.zoo.paths import ZooPaths
 from ddz.zoo.train import TrainRecipe, plan_grid, train_run
 
 pytestmark = pytest.mark.slow  # end to end (make check leaves it out)
@@ -88,11 +89,11 @@ def test_grid_through_slurm_with_one_failing_job(slurm_cluster, tmp_path, digits
     assert "failed convnet3/seed2" in done.stderr and "1 job(s) failed: convnet3/seed2" in done.stderr
 
     # Results come from the store: verified snapshots of the two jobs that ran on the cluster.
-    store = ZooStore(home / "zoo")
-    names = [str(r.name) for r in store.records("digits/convnet3/seed[01]@*")]
+    zoo = Zoo(ZooPaths.under(home))
+    names = [str(r.name) for r in zoo.local.records("digits/convnet3/seed[01]@*")]
     assert names == [f"digits/convnet3/seed{s}@epoch{e}" for s in (0, 1) for e in (1, 2)]
     for name in names:
-        assert store.load(name).in_channels == 1
+        assert zoo.load(name).in_channels == 1
     # The job folder lives under DDZ_HOME/jobs, with submitit's logs of each SLURM job.
     [folder] = (home / "jobs").iterdir()
     assert len(list(folder.glob("slurm/*/*_log.err"))) == 3

@@ -1,4 +1,4 @@
-"""The zoo store: names, safetensors snapshots with metadata, manifests, sha256 checks."""
+"""The local zoo: names, snapshot files with typed metadata, manifests, sha256 checks."""
 
 from __future__ import annotations
 
@@ -6,32 +6,25 @@ import json
 
 import pytest
 import torch
+from olah_server import save_snapshot
 
-from ddz.errors import IntegrityError, QueryError
+from ddz.errors import IntegrityError, NotFoundError, QueryError
+from ddz.io import read_header, read_tensors, write_tensors
 from ddz.nets import build_net
-from ddz.zoo.store import (
-    SNAPSHOT_FORMAT,
-    SnapshotName,
-    ZooStore,
-    dataset_slug,
-    load_snapshot_file,
-    read_metadata,
-    write_snapshot,
-)
+from ddz.zoo.loading import load_snapshot
+from ddz.zoo.records import SNAPSHOT_FORMAT, SnapshotMeta, SnapshotName, dataset_slug
+from ddz.zoo.sources.local import LocalZoo, read_snapshot_meta
+
+METRICS = {"train_loss": 1.5, "train_acc": 0.5, "test_acc": 0.625}
 
 
 def tiny_net(seed: int = 0):
     return build_net("convnet3bn", 1, 10, 16, generator_seed=seed, width=4)
 
 
-def metadata() -> dict[str, object]:
-    return {
-        "classes": [str(c) for c in range(10)],
-        "mean": [0.3],
-        "std": [0.3],
-        "metrics": {"train_loss": 1.5, "train_acc": 0.5, "test_acc": 0.625},
-        "recipe_hash": "abc",
-    }
+def load(store: LocalZoo, name: str):
+    record = store.record(name)
+    return load_snapshot(record.path, record.sha256)
 
 
 def test_name_round_trip_and_relpath():
@@ -63,57 +56,78 @@ def test_dataset_slug_for_path_forms():
 
 
 def test_snapshot_file_metadata_and_load(tmp_path):
+    store = LocalZoo(tmp_path)
     net = tiny_net()
-    path = tmp_path / "snap.safetensors"
-    sha = write_snapshot(
-        path,
-        net,
-        {
-            **metadata(),
-            "name": "digits/convnet3bn/seed0@epoch1",
-            "net_config": net.config,
-            "image_size": 16,
-            "in_channels": 1,
-        },
-    )
-    assert path.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
-    meta = read_metadata(path)
-    assert meta["ddz.format"] == SNAPSHOT_FORMAT
-    assert meta["metrics"]["test_acc"] == 0.625 and meta["net_config"]["width"] == 4
-    ptm = load_snapshot_file(path, sha)
-    assert ptm.sha256 == sha and ptm.in_channels == 1 and ptm.image_size == 16 and ptm.mean == (0.3,)
+    name = SnapshotName("digits", "convnet3bn", 0, 1)
+    record = save_snapshot(store, name, net, METRICS, mean=0.3, std=0.3)
+    assert record.path.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    header = read_header(record.path)
+    assert header["ddz.format"] == SNAPSHOT_FORMAT
+    assert header["seed"] == "0" and header["arch"] == "convnet3bn"
+    meta = read_snapshot_meta(record.path)
+    assert meta.metrics["test_acc"] == 0.625 and meta.net_config["width"] == 4 and meta.image_size == 16
+    assert SnapshotMeta.decode(meta.encode()) == meta  # each field knows its own encoding
+    ptm = load(store, "digits/convnet3bn/seed0@epoch1")
+    assert ptm.sha256 == record.sha256 and ptm.in_channels == 1 and ptm.image_size == 16
+    assert ptm.mean == (0.3,) and ptm.arch == "convnet3bn"
     for key, value in net.state_dict().items():
         assert torch.equal(ptm.net.state_dict()[key], value)
 
 
-def test_same_content_gives_same_bytes(tmp_path, monkeypatch):
-    # safetensors writes metadata in hash-map order; the store canonicalises it.
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    a, b = ZooStore(tmp_path / "a"), ZooStore(tmp_path / "b")
+def test_unknown_header_keys_are_kept_and_missing_ones_named(tmp_path):
+    store = LocalZoo(tmp_path)
+    record = save_snapshot(store, SnapshotName("digits", "convnet3bn", 0, 1), tiny_net(), METRICS)
+    header = read_header(record.path)
+    header.pop("ddz.format"), header.pop("ddz.content_sha256")
+    meta = SnapshotMeta.decode({**header, "weights_sha256": "ab" * 32})
+    assert meta.extra == {"weights_sha256": "ab" * 32} and meta.encode()["weights_sha256"] == "ab" * 32
+    del header["net_config"]
+    with pytest.raises(IntegrityError, match="lacks valid ddz snapshot metadata .key 'net_config'"):
+        SnapshotMeta.decode(header, "x.safetensors")
+
+
+def test_same_content_gives_same_bytes(tmp_path):
+    # safetensors writes metadata in hash-map order; ddz.io canonicalises it.
+    a, b = LocalZoo(tmp_path / "a"), LocalZoo(tmp_path / "b")
     name = SnapshotName("digits", "convnet3bn", 0, 1)
-    ra, rb = a.save(name, tiny_net(), metadata()), b.save(name, tiny_net(), metadata())
-    assert ra.sha256 == rb.sha256
-    assert read_metadata(ra.path)["created"] == "2023-11-14T22:13:20Z"
+    ra, rb = save_snapshot(a, name, tiny_net(), METRICS), save_snapshot(b, name, tiny_net(), METRICS)
+    assert ra.sha256 == rb.sha256 and ra.path.read_bytes() == rb.path.read_bytes()
 
 
 def test_tampered_file_is_refused_with_one_line(tmp_path):
-    store = ZooStore(tmp_path)
+    store = LocalZoo(tmp_path)
     name = SnapshotName("digits", "convnet3bn", 0, 1)
-    record = store.save(name, tiny_net(), metadata())
+    record = save_snapshot(store, name, tiny_net(), METRICS)
     data = bytearray(record.path.read_bytes())
     data[-3] ^= 0xFF  # one flipped bit pattern in the last weight
     record.path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError) as caught:
-        store.load(name)
+        load(store, str(name))
     message = str(caught.value)
     assert "\n" not in message
     assert str(record.path) in message and record.sha256 in message and "delete it" in message
+    assert caught.value.expected == record.sha256 and caught.value.actual != record.sha256
+
+
+def test_tensor_files_check_their_format_and_content(tmp_path):
+    path = tmp_path / "t.safetensors"
+    sha = write_tensors(path, {"x": torch.arange(4.0)}, "ddz.test/1", {"note": "n"})
+    read = read_tensors(path, "ddz.test/1", sha)
+    assert read.metadata == {"note": "n"} and torch.equal(read.tensors["x"], torch.arange(4.0))
+    with pytest.raises(IntegrityError, match="is not a ddz.snapshot/1 file"):
+        read_tensors(path, SNAPSHOT_FORMAT)
+    # a header that still parses but whose tensors changed: refused by the content sha256
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="tensors do not match their recorded sha256"):
+        read_tensors(path, "ddz.test/1")
 
 
 def test_manifest_records_and_natural_sort(tmp_path):
-    store = ZooStore(tmp_path)
+    store = LocalZoo(tmp_path)
     for seed, epoch in [(10, 1), (2, 4), (2, 1), (0, 1)]:
-        store.save(SnapshotName("digits", "convnet3bn", seed, epoch), tiny_net(seed), metadata())
+        save_snapshot(store, SnapshotName("digits", "convnet3bn", seed, epoch), tiny_net(seed), METRICS)
     names = [str(r.name) for r in store.records()]
     assert names == [
         "digits/convnet3bn/seed0@epoch1",
@@ -133,7 +147,9 @@ def test_manifest_records_and_natural_sort(tmp_path):
 
 
 def test_missing_snapshot_names_what_is_there(tmp_path):
-    store = ZooStore(tmp_path)
-    store.save(SnapshotName("digits", "convnet3bn", 0, 1), tiny_net(), metadata())
-    with pytest.raises(QueryError, match="seed0@epoch1"):
-        store.load("digits/convnet3bn/seed0@epoch9")
+    store = LocalZoo(tmp_path)
+    save_snapshot(store, SnapshotName("digits", "convnet3bn", 0, 1), tiny_net(), METRICS)
+    with pytest.raises(NotFoundError, match="seed0@epoch1") as caught:
+        store.record("digits/convnet3bn/seed0@epoch9")
+    assert caught.value.asked == "digits/convnet3bn/seed0@epoch9"
+    assert caught.value.available == ["digits/convnet3bn/seed0@epoch1"]

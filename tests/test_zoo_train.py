@@ -15,8 +15,9 @@ from conftest import ddz_executable
 
 from ddz.errors import ConfigError
 from ddz.io import sha256_file
+from ddz.zoo.api import Zoo
 from ddz.zoo.launch import LaunchConfig, run_grid
-from ddz.zoo.store import ZooStore
+from ddz.zoo.paths import ZooPaths
 from ddz.zoo.train import TrainRecipe, parse_epochs, plan_grid, train_run, train_runs
 
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH: pins the `created` time, so whole files compare
@@ -65,7 +66,7 @@ def test_lr_schedule_and_epoch_lists():
     with pytest.raises(ConfigError, match="bad --snapshots"):
         parse_epochs("1,four", "--snapshots")
     with pytest.raises(ConfigError, match="come after the last epoch"):
-        TrainRecipe(epochs=5, snapshots=(1, 6)).validate()
+        TrainRecipe(epochs=5, snapshots=(1, 6))
 
 
 def test_same_command_gives_bit_identical_snapshots(tmp_path, digits, reference, monkeypatch):
@@ -171,8 +172,8 @@ def test_ctrl_c_leaves_a_checkpoint_and_a_damaged_one_fails_only_its_job(tmp_pat
     assert "checkpoint of digits/convnet3/seed1 is damaged" in failed.error and "\n" not in failed.error
     assert "delete" in failed.error and "damaged" in (failed.log_tail or "")
     assert summary.to_json()["failed"] == ["convnet3/seed1"]
-    store = ZooStore(zoo)
-    assert [str(r.name) for r in store.records()] == [
+    store = Zoo(ZooPaths.under(tmp_path))
+    assert [str(r.name) for r in store.local.records()] == [
         "digits/convnet3/seed0@epoch1",
         "digits/convnet3/seed0@epoch2",
         "digits/convnet3/seed1@epoch1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -16,9 +16,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
-from ddz.errors import ConfigError
 from ddz.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from ddz.zoo.api import Zoo
 
 console = Console(stderr=True)
 out = Console()
@@ -34,23 +37,23 @@ class Settings:
 
     @property
     def torch_device(self) -> str:
-        import torch  # here, not at the top: `ddz --help` and the zoo listing commands need no torch
+        from ddz.devices import resolve_device  # imports torch: `ddz --help` and `zoo list` need none
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"unknown --device {self.device!r}; valid: auto, cpu, cuda")
-        return self.device
+        return resolve_device(self.device)
+
+    def zoo(self) -> Zoo:
+        """The zoo the environment names (DDZ_HOME, DDZ_REGISTRY, HF_*): read here, once per command."""
+        from ddz.zoo.api import Zoo  # here, not at the top: `ddz --help` needs no zoo
+
+        return Zoo.from_env()
 
 
 settings = Settings()
 
 
 def format_fields(fields: dict[str, Any]) -> str:
-    """Progress fields as `key=value`, floats to 4 significant digits."""
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+    """Progress fields as `key=value`, floats to 3 significant digits."""
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
 class _RichTask:
@@ -71,13 +74,17 @@ class RichProgress:
     """The ddz.progress.Progress interface rendered as rich bars on stderr."""
 
     def __init__(self) -> None:
+        # At 80 columns the counts, times and a short bar keep their width; the description
+        # (name and rounded fields) takes the rest and is cut with an ellipsis when it must be.
+        fixed = {"no_wrap": True, "overflow": "crop"}
         self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=10, table_column=Column(width=10, no_wrap=True)),
+            MofNCompleteColumn(table_column=Column(width=11, justify="right", **fixed)),
+            TimeElapsedColumn(table_column=Column(width=7, **fixed)),
+            TimeRemainingColumn(table_column=Column(width=7, **fixed)),
             console=console,
+            expand=True,
         )
 
     def __enter__(self) -> RichProgress:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -44,7 +45,7 @@ def run_folders(
 @app.command("distill")
 def distill_command(
     dataset: str = typer.Option(..., "--dataset", help="Data set name or npz:FILE / folder:DIR."),
-    method: str = typer.Option(..., "--method", help="dc | dsa | dm"),
+    method: str = typer.Option(..., "--method", help="dc | dsa | dm | mtt"),
     ipc: int = typer.Option(..., "--ipc", help="Synthetic images per class."),
     ptm: list[str] = typer.Option([], "--ptm", help="PTM query or @lockfile (repeatable)."),
     guidance: str = typer.Option(
@@ -91,6 +92,20 @@ def distill_command(
     ),
     eval_compile: bool = typer.Option(False, "--eval-compile", help="torch.compile the evaluation nets."),
     compile_nets: bool = typer.Option(False, "--compile", help="torch.compile the distillation net."),
+    experts: list[str] = typer.Option(
+        [], "--experts", help="MTT: expert snapshots, a zoo query (e.g. 'digits/convnet3/*') or @lockfile."
+    ),
+    syn_steps: int | None = typer.Option(None, "--syn-steps", help="MTT: student steps per iteration."),
+    expert_epochs: int | None = typer.Option(None, "--expert-epochs", help="MTT: expert epochs to match."),
+    max_start_epoch: int | None = typer.Option(
+        None, "--max-start-epoch", help="MTT: start epochs are drawn below it."),
+    lr_lr: float | None = typer.Option(None, "--lr-lr", help="MTT: learning rate of the learned step size."),
+    lr_teacher: float | None = typer.Option(None, "--lr-teacher", help="MTT: initial student step size."),
+    batch_syn: int | None = typer.Option(
+        None, "--batch-syn", help="MTT: images per student step (default all)."),
+    memory: str = typer.Option(
+        "unrolled", "--memory", help="MTT: unrolled (keep the graph) | constant (one step's graph at a time)."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run report as JSON here."),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
     dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
@@ -110,20 +125,28 @@ def distill_command(
 
     Over several ranks (--nproc N, --launcher slurm, or torchrun --nproc-per-node N -m ddz
     distill ...) the classes are sharded over the ranks and rank 0 writes every file."""
-    from ddz.data import check_dataset_name
+    from ddz.data import check_dataset_name, load_dataset
+    from ddz.data.zca import whitened
     from ddz.distill.alphas import parse_alpha_options
-    from ddz.distill.evaluate import EvalConfig
-    from ddz.distill.guidance import GuidanceConfig
+    from ddz.distill.evaluate import EVAL_CACHE_FILE, EvalConfig, check_ipc, combine_runs, evaluate_cached
+    from ddz.distill.experts import ExpertBuffer
+    from ddz.distill.guidance import Guidance, GuidanceConfig
+    from ddz.distill.loop import distill
     from ddz.distill.methods import DistillConfig
+    from ddz.distill.report import RunReport, run_record
+    from ddz.distill.synset import GRID_FILE, SYNSET_FILE
     from ddz.zoo.train import parse_net_options
 
     config = DistillConfig(
         method=method, ipc=ipc, iterations=iterations, lr_img=lr_img, batch_real=batch_real, init=init,
         arch=arch, net_options=parse_net_options(net_option), distance=distance, compile=compile_nets,
+        syn_steps=syn_steps, expert_epochs=expert_epochs, max_start_epoch=max_start_epoch, lr_lr=lr_lr,
+        lr_teacher=lr_teacher, batch_syn=batch_syn, memory=memory,
     ).resolved(dataset)
+    if experts and config.method != "mtt":
+        raise ConfigError(f"--experts are MTT's: use --method mtt, or drop --experts for {config.method}")
     alpha_all, alpha_per_arch = parse_alpha_options(alpha)
     guide_config = GuidanceConfig(guidance, alpha_all, tuple(alpha_per_arch.items()), cclom_batch)
-    guide_config.validate()
     if guidance == "none" and ptm:
         raise ConfigError("--guidance none with --ptm: drop --ptm, or choose --guidance auto|clom|cclom")
     if guidance in ("clom", "cclom") and not ptm:
@@ -140,43 +163,30 @@ def distill_command(
         archs=tuple(eval_arch or [arch]), models=max(eval_models, 1), epochs=eval_epochs,
         augment=eval_augment, batched=eval_batched, compile=eval_compile,
     )
-    eval_config.validate()
     check_dataset_name(dataset)
     ranks = start_or_join(RankOptions(
         nproc, dist_timeout, launcher, nodes, gpus_per_node, partition, time_limit, mem_gb, cpus_per_task,
     ))
     if ranks is None:
         return  # the ranks this process started have done the work
-    try:
-        _distill_on_ranks(
-            ranks, dataset, config, ptm, guide_config, runs, out_dir, checkpoint_every, eval_models,
-            eval_config, resolution, json_path,
-        )
-    finally:
-        ranks.close()
+    say = console.print if ranks.is_main else (lambda *args, **kwargs: None)
 
-
-def _distill_on_ranks(
-    ranks, dataset, config, ptm, guide_config, runs, out_dir, checkpoint_every, eval_models, eval_config,
-    resolution, json_path,
-) -> None:
-    """The command's work in one rank (or the only process); rank 0 prints and writes."""
-    from ddz.data import load_dataset
-    from ddz.distill.evaluate import EVAL_CACHE_FILE, check_ipc, combine_runs, evaluate_cached
-    from ddz.distill.guidance import Guidance
-    from ddz.distill.loop import distill
-    from ddz.distill.report import RunReport, run_record
-    from ddz.distill.synset import GRID_FILE, SYNSET_FILE
-
-    ipc, say = config.ipc, console.print if ranks.is_main else (lambda *args, **kwargs: None)
     device = settings.torch_device
     data = load_dataset(dataset, settings.data_root, device, resolution)
     check_ipc(data, ipc)
+    buffer = None
+    if config.method == "mtt":
+        if not experts:
+            raise ConfigError("--method mtt needs expert trajectories: add --experts 'DATASET/ARCH/*' "
+                              "(train them with `ddz zoo train --recipe mtt-expert --snapshots every`)")
+        zoo = settings.zoo()
+        rows = zoo.resolve_all(experts)
+        buffer = ExpertBuffer(rows, zoo.files(rows))
+        if buffer.zca:  # experts trained on whitened data: distil (and evaluate) in that space
+            data = whitened(data)[0]
     guide = None
     if ptm:
-        from ddz.zoo.registry import load_ptms
-
-        guide = Guidance(load_ptms(ptm, device), data, guide_config, config.method, ipc)
+        guide = Guidance(settings.zoo().load_ptms(ptm, device), data, guide_config, config.method, ipc)
         say(f"guidance: {guide.kind}, alpha {guide.alpha} ({guide.alpha_source})",
             markup=False, highlight=False, soft_wrap=True)
     seeds = [settings.seed + k for k in range(runs)]
@@ -187,7 +197,7 @@ def _distill_on_ranks(
         for seed, folder in zip(seeds, folders, strict=True):
             synset = distill(
                 data, config, seed, guide, folder, checkpoint_every, progress,
-                dataset_name=dataset, ptm_query=ptm, ranks=ranks,
+                dataset_name=dataset, ptm_query=ptm, experts=buffer, ranks=ranks,
             )
             synsets.append(synset)
             say(
@@ -196,8 +206,10 @@ def _distill_on_ranks(
             )
             if eval_models > 0:
                 started = time.perf_counter()
+                # MTT's synthetic set comes with the step size it learnt: its evaluation trains with it
+                run_eval = replace(eval_config, lr=synset.lr) if synset.lr is not None else eval_config
                 per_run.append(evaluate_cached(
-                    synset.images, synset.labels, data, eval_config, seed, folder / EVAL_CACHE_FILE, progress,
+                    synset.images, synset.labels, data, run_eval, seed, folder / EVAL_CACHE_FILE, progress,
                     notes, ranks,
                 ))
                 seconds_eval += time.perf_counter() - started
@@ -214,6 +226,7 @@ def _distill_on_ranks(
         seconds_distill=sum(s.seconds_distill for s in synsets),
         seconds_eval=seconds_eval, world_size=ranks.world,
         synset=str(folders[0] / SYNSET_FILE) if runs == 1 else None,
+        lr=[s.lr for s in synsets] if first.lr is not None else None,
         runs=[
             run_record(seed, str(folder / SYNSET_FILE), result)
             for seed, folder, result in zip(seeds, folders, per_run or [{}] * runs, strict=True)

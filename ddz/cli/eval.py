@@ -77,7 +77,6 @@ def eval_command(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
         augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,
     )
-    config.validate()
     if runs < 1:
         raise ConfigError(f"--runs must be at least 1, got {runs}")
     ranks = start_or_join(RankOptions(nproc, dist_timeout))

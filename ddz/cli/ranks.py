@@ -4,9 +4,9 @@ process group; and the plain-line progress of the ranks that do not draw bars.""
 
 from __future__ import annotations
 
+import atexit
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -28,7 +28,6 @@ class RankOptions:
     time_min: int = 240
     mem_gb: float | None = None
     cpus_per_task: int | None = None
-    folder: Path | None = None
 
     def validate(self) -> None:
         from ddz.errors import ConfigError
@@ -51,6 +50,7 @@ def start_or_join(options: RankOptions) -> Any:
     options.validate()
     if in_rank_environment():
         ranks = join_from_environment(options.dist_timeout, settings.torch_device)
+        atexit.register(ranks.close)
         settings.device = rank_device(settings.torch_device, ranks)
         return ranks
     if options.launcher == "slurm":
@@ -60,7 +60,7 @@ def start_or_join(options: RankOptions) -> Any:
         slurm = SlurmRanks(
             nodes=options.nodes, tasks_per_node=options.gpus_per_node or options.nproc,
             gpus_per_node=options.gpus_per_node, partition=options.partition, time_min=options.time_min,
-            mem_gb=options.mem_gb, cpus_per_task=options.cpus_per_task, folder=options.folder,
+            mem_gb=options.mem_gb, cpus_per_task=options.cpus_per_task, jobs_root=settings.zoo().paths.jobs,
         )
         done = slurm.run(settings.argv)
         console.print(f"slurm job {done.job_id}: {done.world} ranks finished; rank 0's log: {done.log}",

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -49,17 +50,21 @@ def train_command(
     arch: list[str] = typer.Option(..., "--arch", help="Architectures (repeatable)."),
     seeds: int = typer.Option(1, "--seeds", help="How many seeds per arch."),
     seed_start: int = typer.Option(0, "--seed-start", help="First seed number."),
-    epochs: int = typer.Option(150, "--epochs", help="Training epochs."),
+    recipe_name: str = typer.Option(
+        "ptm", "--recipe", help="ptm (the paper's PTMs, 150 epochs) | mtt-expert (MTT's expert trajectories)."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the recipe's)."),
     snapshots: str | None = typer.Option(
         None,
         "--snapshots",
-        help="Epochs to keep, e.g. 1,4,6,10,20,35,70,120,150 (default: those <= --epochs, and the last).",
+        help="Epochs to keep, e.g. 1,4,6,10 or 'every' (0 = the initial weights; default: the recipe's "
+        "that are <= --epochs, and the last).",
     ),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    lr: float = typer.Option(0.01, "--lr"),
-    momentum: float = typer.Option(0.9, "--momentum"),
-    weight_decay: float = typer.Option(5e-3, "--weight-decay"),
-    milestones: str = typer.Option("50,100", "--milestones", help="Epochs after which lr x0.1."),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    momentum: float | None = typer.Option(None, "--momentum"),
+    weight_decay: float | None = typer.Option(None, "--weight-decay"),
+    milestones: str | None = typer.Option(None, "--milestones", help="Epochs after which lr x0.1."),
     net_option: list[str] = typer.Option(
         [], "--net-option", help="KEY=VALUE passed to the net factory, e.g. width=16 (repeatable)."
     ),
@@ -87,36 +92,28 @@ def train_command(
     ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the grid summary as JSON here."),
 ) -> None:
-    """Train seeds x archs by the PTM recipe, keeping epoch snapshots; resumable and re-submittable."""
+    """Train seeds x archs by a recipe, keeping epoch snapshots; resumable and re-submittable."""
+    from dataclasses import replace
+
     from ddz.data import load_dataset
-    from ddz.nets import check_arch
-    from ddz.zoo.launch import LaunchConfig, run_grid
+    from ddz.zoo.launch import LaunchConfig
     from ddz.zoo.train import (
-        TrainRecipe,
         check_data_reachable,
-        default_snapshots,
         parse_epochs,
         parse_net_options,
-        plan_grid,
-        resolve_device,
+        recipe_named,
+        snapshots_for,
     )
 
-    for name in arch:
-        check_arch(name)
-    if seeds < 1 or seed_start < 0:
-        raise ConfigError("--seeds must be at least 1 and --seed-start at least 0")
-    recipe = TrainRecipe(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        milestones=parse_epochs(milestones, "--milestones"),
-        snapshots=parse_epochs(snapshots, "--snapshots")
-        if snapshots is not None
-        else default_snapshots(epochs),
-        net=parse_net_options(net_option),
-    ).validate()
+    base = recipe_named(recipe_name)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+             "weight_decay": weight_decay}
+    changes = {key: value for key, value in given.items() if value is not None}
+    if milestones is not None:
+        changes["milestones"] = parse_epochs(milestones, "--milestones")
+    total = changes.get("epochs", base.epochs)
+    changes["snapshots"] = snapshots_for(base, total, snapshots)
+    recipe = replace(base, **changes, net=parse_net_options(net_option))
     config = LaunchConfig(
         launcher=launcher,
         jobs=jobs,
@@ -128,21 +125,13 @@ def train_command(
         threads=threads,
         batch_seeds=batch_seeds,
     )
-    config.validate(len(arch) * seeds)
     # "auto" travels as is: each worker picks its own node's device.
-    device = "auto" if settings.device == "auto" else resolve_device(settings.torch_device)
+    device = "auto" if settings.device == "auto" else settings.torch_device
     check_data_reachable(dataset, settings.data_root)
     data = load_dataset(dataset, settings.data_root, "cpu", resolution)
-    planned = plan_grid(
-        dataset,
-        arch,
-        list(range(seed_start, seed_start + seeds)),
-        recipe,
-        data,
-        settings.data_root,
-        device=device,
-        resolution=resolution,
-    )
+    zoo = settings.zoo()
+    seed_list = list(range(seed_start, seed_start + seeds))
+    planned = zoo.plan(dataset, arch, seed_list, recipe, data, settings.data_root, device, resolution)
     todo = sum(state != "done" for _, state in planned)
     console.print(
         f"zoo grid: {data.name} x {', '.join(dict.fromkeys(arch))} x seeds "
@@ -152,7 +141,7 @@ def train_command(
     )
     started = time.perf_counter()
     with RichProgress() as progress:
-        summary = run_grid([job for job, _ in planned], config, progress, data)
+        summary = zoo.train([job for job, _ in planned], config, progress, data)
     wall = time.perf_counter() - started
     out.print(summary_table(summary))
     for failed in summary.failed:
@@ -213,10 +202,8 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the PTMs a query selects: local snapshots, hub entries and external models."""
-    from ddz.zoo.registry import resolve
-
     try:
-        rows = resolve(query, where)
+        rows = settings.zoo().resolve(query, where)
     except QueryError:
         if query != "*" or where:
             raise
@@ -229,12 +216,12 @@ def list_command(
     for column in ("source", "size", "train_loss", "test_acc", "sha256"):
         table.add_column(column)
     for row in rows:
-        metrics = row.metadata.get("metrics", {}) or {}
-        size = row.metadata.get("size")
+        metrics = row.summary.metrics if row.summary else {}
+        size = row.summary.size if row.summary else None
         table.add_row(
             row.name,
             row.source,
-            _size(size) if isinstance(size, int) else "-",
+            _size(size) if size is not None else "-",
             _fmt(metrics.get("train_loss")),
             _fmt(metrics.get("test_acc")),
             (row.sha256 or "-")[:12],
@@ -248,30 +235,29 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show one snapshot: its record, metadata and lineage; its sha256 is checked."""
-    from ddz.io import sha256_file
-    from ddz.zoo.store import SnapshotName, ZooStore, read_metadata
+    from ddz.io import check_sha256, sha256_file
+    from ddz.zoo.records import SnapshotName
+    from ddz.zoo.sources.local import read_snapshot_meta
 
-    store = ZooStore()
+    store = settings.zoo().local
     try:
         parsed = SnapshotName.parse(name)
     except QueryError:
-        matches = store.records(name, with_metadata=False)
+        matches = store.records(name)
         if len(matches) != 1:
             raise
         parsed = matches[0].name
     record = store.record(parsed)
     actual = sha256_file(record.path) if record.path.exists() else None
     verified = actual == record.sha256
-    metadata = read_metadata(record.path) if record.path.exists() else {}
+    metadata = read_snapshot_meta(record.path).to_json() if record.path.exists() else {}
     if as_json:
         print_json({**record.to_json(), "verified": verified, "metadata": metadata})
     else:
         out.print(_show_table(parsed, record, verified, actual, metadata))
-    if not verified:
-        raise IntegrityError(
-            f"{record.path} fails its integrity check (sha256 {actual}, manifest {record.sha256}); "
-            "delete it and re-train or re-pull it"
-        )
+    if actual is None:
+        raise IntegrityError(f"{record.path} is missing; re-train or re-pull it")
+    check_sha256(record.path, actual, record.sha256)
 
 
 def _show_table(parsed, record, verified: bool, actual: str | None, metadata: dict) -> Table:
@@ -288,6 +274,4 @@ def _show_table(parsed, record, verified: bool, actual: str | None, metadata: di
 
 
 def _compact(value: object) -> str:
-    import json
-
     return json.dumps(value, separators=(", ", ": "))

@@ -8,20 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ddz.cli.common import RichProgress, console, out, print_json
+from ddz.cli.common import RichProgress, console, out, print_json, settings
 from ddz.cli.zoo import zoo_app
 
 WHERE_HELP = "Filter on recorded metrics, e.g. 'test_acc>0.5 and epoch<=10' (ops < <= > >= == !=)."
-
-
-def _hub(value: str | None) -> str | None:
-    """A hub URL, or the name of one listed in registry.yaml."""
-    if value is None:
-        return None
-    from ddz.zoo.registry import load_registry
-
-    registry = load_registry()
-    return registry.hub_url(value) if value in registry.hubs else value
 
 
 def _pin(row) -> str:
@@ -37,11 +27,7 @@ def lock_command(
     revision: str | None = typer.Option(None, "--revision", help="Pin at this tag/branch/commit of the hub."),
 ) -> None:
     """Resolve queries to exact rows (hub, repo, commit, path, sha256); `--ptm @FILE` reuses them."""
-    from ddz.zoo.lock import write_lock
-    from ddz.zoo.registry import resolve_all
-
-    rows = resolve_all(queries, where, hub=_hub(hub), revision=revision)
-    write_lock(output, rows, queries, where)
+    rows = settings.zoo().lock(queries, output, where, hub=hub, revision=revision)
     table = Table(title=f"{output} ({len(rows)} PTMs)")
     for column in ("name", "source", "repo@revision", "sha256"):
         table.add_column(column, overflow="fold")
@@ -65,11 +51,9 @@ def push_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Publish snapshots: one commit + tag per (dataset, arch) repo; record them in registry.yaml."""
-    from ddz.zoo.hub import push
-
     started = time.perf_counter()
     with RichProgress() as progress:
-        result = push(query, _hub(hub), tag=tag, where=where, progress=progress)
+        result = settings.zoo().push(query, hub, tag=tag, where=where, progress=progress)
     seconds = time.perf_counter() - started
     if as_json:
         print_json({
@@ -97,11 +81,9 @@ def pull_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Download (or copy from a git hub) into the cache, verifying every file's sha256."""
-    from ddz.zoo.hub import pull
-
     started = time.perf_counter()
     with RichProgress() as progress:
-        pairs = pull(query, hub=_hub(hub), revision=revision, where=where, progress=progress)
+        pairs = settings.zoo().pull(query, hub=hub, revision=revision, where=where, progress=progress)
     seconds = time.perf_counter() - started
     if as_json:
         print_json({"seconds": round(seconds, 3),

@@ -85,7 +85,7 @@ def augment(x: torch.Tensor, params: DSAParams, config: DSAConfig) -> torch.Tens
     grouped = x.unsqueeze(1) if plain else x
     if grouped.shape[0] != params.groups:
         raise ValueError(f"{grouped.shape[0]} groups of images but {params.groups} parameter sets")
-    u = params.uniforms.to(x.device)
+    u = params.uniforms.to(x.device, x.dtype)
     out = grouped
     present = sorted(set(params.tokens))
     if len(present) == 1:

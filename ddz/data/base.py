@@ -65,14 +65,6 @@ class ImageDataset:
     def class_counts(self) -> list[int]:
         return [len(idx) for idx in self.class_indices()]
 
-    def sample_class(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        """n random training images of class c (without replacement when n <= class size)."""
-        idx = self.class_indices()[c]
-        if n >= len(idx):
-            return self.train_images[idx]
-        pick = torch.randperm(len(idx), generator=generator, device=generator.device)[:n]
-        return self.train_images[idx[pick.to(idx.device)]]
-
     def sample_all_classes(
         self, n: int, generator: torch.Generator, classes: range | None = None
     ) -> torch.Tensor:
@@ -120,23 +112,6 @@ def uint8_to_float(images: np.ndarray, channels_last: bool = True) -> torch.Tens
     out = torch.empty(x.shape, dtype=torch.float32)
     out.copy_(x)
     return out.div_(255.0)
-
-
-def from_uint8(
-    name: str,
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
-    classes: list[str],
-    channels_last: bool = True,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> ImageDataset:
-    """Build an ImageDataset from uint8 arrays (N,H,W[,C] or N,C,H,W), computing mean/std on train."""
-    train = uint8_to_float(train_images, channels_last)
-    test = uint8_to_float(test_images, channels_last)
-    return normalised(name, train, train_labels, test, test_labels, classes, mean, std, inplace=True)
 
 
 def normalised(

@@ -5,22 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ddz.data import formats
 from ddz.data.base import ImageDataset
+from ddz.data.digits import RESOLUTION, load_digits_dataset
 from ddz.errors import DataError, unknown_name
 
 Loader = Callable[[Path, int | None], ImageDataset]
 
 
 def _digits(root: Path, resolution: int | None) -> ImageDataset:
-    from ddz.data.digits import RESOLUTION, load_digits_dataset
-
     return load_digits_dataset(resolution or RESOLUTION)
 
 
 def _formats(name: str) -> Loader:
     def load(root: Path, resolution: int | None) -> ImageDataset:
-        from ddz.data import formats
-
         return formats.LOADERS[name](root, resolution)
 
     return load
@@ -68,8 +66,6 @@ def load_dataset(
         raise DataError(f"resolution must be a positive number of pixels, not {resolution}")
     root = Path(root) if root is not None else Path("data")
     if name.startswith(PATH_FORMS):
-        from ddz.data import formats
-
         kind, _, path = name.partition(":")
         loader = formats.load_npz if kind == "npz" else formats.load_folder
         dataset = loader(Path(path), resolution)

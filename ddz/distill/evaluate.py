@@ -30,10 +30,9 @@ from torch import nn
 from ddz.data.augment import DSA, DSAConfig, DSAParams, augment
 from ddz.data.base import ImageDataset
 from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
-from ddz.distill.synset import content_sha256
 from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.errors import ConfigError, unknown_name
-from ddz.io import atomic_write_json
+from ddz.io import atomic_write_json, content_sha256
 from ddz.nets import build_net, check_arch
 from ddz.nets.stacked import StackedNets, stackable
 from ddz.progress import NullProgress, Progress
@@ -61,7 +60,7 @@ class EvalConfig:
     batched: bool = True  # the N models of an arch as one StackedNets (same results, faster)
     compile: bool = False  # torch.compile the nets (pays on a GPU for long runs; seconds to compile)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for arch in self.archs:
             check_arch(arch)
         if self.augment not in AUGMENTS:
@@ -241,7 +240,6 @@ def evaluate_synset(
     An arch that cannot be stacked trains its nets one after another; `notes` gets one line
     saying so. Over several `ranks` the (arch, model) pairs are dealt out in turn, each rank
     trains its own, and every rank gets all accuracies (model i is the same net on any rank)."""
-    config.validate()
     progress = progress or NullProgress()
     images = images.to(dataset.device)
     labels = labels.to(dataset.device)

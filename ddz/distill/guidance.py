@@ -72,7 +72,7 @@ class GuidanceConfig:
     arch_alphas: tuple[tuple[str, float], ...] = ()
     cclom_batch: int = 1024
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(unknown_name("guidance", self.kind, KINDS))
         if self.cclom_batch < 1:
@@ -81,7 +81,7 @@ class GuidanceConfig:
 
 def ptm_arch(ptm: PTM) -> str:
     """The architecture a PTM counts under for the N_a draw."""
-    arch = getattr(ptm.net, "config", {}).get("arch") or ptm.metadata.get("arch")
+    arch = getattr(ptm.net, "config", {}).get("arch") or ptm.arch
     return str(arch) if arch else ptm.name
 
 
@@ -91,7 +91,6 @@ class Guidance:
     def __init__(
         self, ptms: Sequence[PTM], dataset: ImageDataset, config: GuidanceConfig, method: str, ipc: int
     ):
-        config.validate()
         if config.kind == "none" or not ptms:
             raise ConfigError("guidance needs at least one PTM (--ptm QUERY) and --guidance auto|clom|cclom")
         for ptm in ptms:

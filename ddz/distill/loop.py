@@ -24,6 +24,7 @@ import torch
 
 from ddz.data.base import ImageDataset
 from ddz.distill.evaluate import check_ipc
+from ddz.distill.experts import ExpertBuffer
 from ddz.distill.grid import write_grid
 from ddz.distill.guidance import Guidance
 from ddz.distill.methods import DistillConfig, IterationRNG, SynState, build_method
@@ -47,13 +48,18 @@ from ddz.progress import NullProgress, Progress
 LOG_EVERY = 10  # iterations between loss read-backs (each one waits for the device)
 
 
+MTT_ONLY = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_teacher", "batch_syn", "memory")
+
+
 def run_identity(
-    dataset: ImageDataset, dataset_name: str, config: DistillConfig, seed: int, guidance: Guidance | None
+    dataset: ImageDataset, dataset_name: str, config: DistillConfig, seed: int, guidance: Guidance | None,
+    experts: ExpertBuffer | None = None,
 ) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: everything that changes the images except
-    the number of iterations (so a finished run can be continued) and --compile."""
+    the number of iterations (so a finished run can be continued), --compile and --memory (both
+    give the same images)."""
     settings = config.to_json()
-    for key in ("iterations", "compile"):
+    for key in ("iterations", "compile", *(MTT_ONLY if config.method != "mtt" else ("memory",))):
         settings.pop(key)
     identity = {
         "dataset": dataset_name,
@@ -67,6 +73,8 @@ def run_identity(
             "ptms": [p["sha256"] for p in guidance.describe()],
         },
     }
+    if experts is not None:
+        identity["experts"] = [e["sha256"] for e in experts.describe()]
     return json.loads(json.dumps(identity))  # the form it takes after a round trip through a file
 
 
@@ -88,20 +96,25 @@ def distill(
     progress: Progress | None = None,
     dataset_name: str | None = None,
     ptm_query: Sequence[str] = (),
+    experts: ExpertBuffer | None = None,
     ranks: Ranks = SINGLE,
 ) -> SynSet:
     """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save.
-    Every rank of `ranks` calls this alike and gets the whole synthetic set back."""
+    MTT takes its expert trajectories from `experts`. Every rank of `ranks` calls this alike and
+    gets the whole synthetic set back."""
     config = config.resolved(dataset.name)
     check_ipc(dataset, config.ipc)
     shard = ClassShard(dataset.num_classes, config.ipc, ranks)
     first_class = shard.classes.start
     dataset_name = dataset_name or dataset.name
-    identity = run_identity(dataset, dataset_name, config, seed, guidance)
+    if experts is not None:
+        experts.check(dataset, dataset_name, config.expert_epochs, config.max_start_epoch)
+    identity = run_identity(dataset, dataset_name, config, seed, guidance, experts)
     out = Path(out_dir) if out_dir is not None else None
     progress = progress or NullProgress()
 
     state: SynState | None = None
+    method_state: dict[str, torch.Tensor] = {}
     seconds_before = 0.0
     if out is not None and (out / CHECKPOINT_FILE).is_file():
         checkpoint = load_checkpoint(out / CHECKPOINT_FILE)
@@ -122,11 +135,14 @@ def distill(
         if checkpoint.momentum is not None:
             state.set_momentum_buffer(shard.own(checkpoint.momentum))
         state.iteration, seconds_before = checkpoint.iteration, checkpoint.seconds
+        method_state = {k: v.to(dataset.device) for k, v in checkpoint.extra.items()}
     if state is None:
         images = shard.own(initial_images(dataset, config, seed))
         state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
 
-    method = build_method(config, dataset, guidance, shard)
+    method = build_method(config, dataset, guidance, experts, shard)
+    if method_state:
+        method.load_state_tensors(method_state)
 
     def checkpoint_now(seconds: float, images: torch.Tensor | None = None) -> None:
         """Every rank calls it (the images and momentum are gathered); rank 0 writes."""
@@ -136,7 +152,8 @@ def distill(
         momentum = state.momentum_buffer()
         momentum = shard.whole(momentum) if momentum is not None else None
         if ranks.is_main:
-            checkpoint = Checkpoint(images, momentum, state.iteration, seconds, identity)
+            extra = method.state_tensors() if hasattr(method, "state_tensors") else {}
+            checkpoint = Checkpoint(images, momentum, state.iteration, seconds, identity, extra)
             save_checkpoint(out / CHECKPOINT_FILE, checkpoint)
 
     task = progress.task(f"distill {config.method}", config.iterations)
@@ -167,6 +184,8 @@ def distill(
         alpha=guidance.alpha if guidance is not None else 0.0,
         alpha_source=guidance.alpha_source if guidance is not None else None,
         iterations=config.iterations, seconds_distill=seconds,
+        lr=getattr(method, "learned_lr", None),
+        experts=experts.describe() if experts is not None else [],
     )
     checkpoint_now(seconds, images)
     if out is not None and ranks.is_main:

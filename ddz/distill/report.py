@@ -30,6 +30,7 @@ class RunReport:
     synset: str | None = None
     runs: list[dict] | None = None  # with --runs N: [{"seed", "synset", "eval"}] per synthetic set
     world_size: int = 1  # ranks that distilled / evaluated (torch.distributed)
+    lr: list[float] | None = None  # MTT: the step size each synthetic set learnt (evaluation trains with it)
 
     @property
     def iters_per_sec(self) -> float | None:
@@ -54,4 +55,5 @@ class RunReport:
             "synset": self.synset,
             "eval": {arch: result.to_json() for arch, result in self.eval.items()},
             **({"runs": self.runs} if self.runs is not None else {}),
+            **({"lr": self.lr} if self.lr is not None else {}),
         }

@@ -7,26 +7,25 @@ checkpoint.safetensors  images + the SGD momentum buffer; metadata: iteration, s
                         run's identity (what must match to resume). The random state is the
                         iteration counter: every stream is derived from (seed, purpose, iteration).
 
-Both carry the sha256 of their tensor contents, verified on every load; writes are atomic.
+Both are ddz.io tensor files: the sha256 of their tensors is in the header and checked on every
+load; writes are atomic.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ddz.errors import DataError, IntegrityError
-from ddz.io import atomic_write
+from ddz.errors import DataError
+from ddz.io import read_tensors, write_tensors
 
-SYNSET_FORMAT = "ddz-synset-1"
-CHECKPOINT_FORMAT = "ddz-distill-checkpoint-1"
+SYNSET_FORMAT = "ddz.synset/1"
+CHECKPOINT_FORMAT = "ddz.distill-checkpoint/1"
+METADATA_KEY = "ddz.metadata"  # the record as one JSON text
 SYNSET_FILE = "synset.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 GRID_FILE = "synset.png"
@@ -51,6 +50,8 @@ class SynSet:
     alpha_source: str | None = None
     iterations: int = 0
     seconds_distill: float = 0.0
+    lr: float | None = None  # MTT's learned step size: evaluation trains with it
+    experts: list[dict[str, str]] = field(default_factory=list)  # MTT: the expert snapshots used
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class SynSet:
             "ptm_query": list(self.ptm_query), "ptms": list(self.ptms),
             "guidance": self.guidance, "alpha": self.alpha, "alpha_source": self.alpha_source,
             "iterations": self.iterations, "seconds_distill": self.seconds_distill,
+            "lr": self.lr, "experts": list(self.experts),
         }
 
 
@@ -70,41 +72,19 @@ class Checkpoint:
     iteration: int
     seconds: float
     run: dict[str, Any]  # the identity of the run; a resume must match it
-
-
-def content_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.numpy().tobytes())
-    return digest.hexdigest()
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # a method's own state (MTT: syn_lr)
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], fmt: str, metadata: dict[str, Any]) -> Path:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {
-        "ddz.format": fmt,
-        "ddz.content_sha256": content_sha256(tensors),
-        "ddz.metadata": json.dumps(metadata, sort_keys=True),
-    }
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    write_tensors(path, tensors, fmt, {METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    return path
 
 
 def _read(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    except Exception as error:  # safetensors raises its own error types for malformed files
-        raise IntegrityError(f"{path} is not a readable safetensors file ({error}); delete it") from None
-    if header.get("ddz.format") != fmt:
-        raise IntegrityError(f"{path} is not a {fmt} file (format {header.get('ddz.format')!r})")
-    if content_sha256(tensors) != header.get("ddz.content_sha256"):
-        raise IntegrityError(f"{path} is corrupt: its tensors do not match their recorded sha256; delete it")
-    return tensors, json.loads(header["ddz.metadata"])
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    read = read_tensors(path, fmt, remedy="delete it")
+    return read.tensors, json.loads(read.metadata[METADATA_KEY])
 
 
 def save_synset(path: str | Path, synset: SynSet) -> Path:
@@ -131,6 +111,7 @@ def load_synset(path: str | Path) -> SynSet:
         ptm_query=list(meta["ptm_query"]), ptms=list(meta["ptms"]),
         guidance=meta["guidance"], alpha=_alpha(meta["alpha"]), alpha_source=meta.get("alpha_source"),
         iterations=int(meta["iterations"]), seconds_distill=float(meta["seconds_distill"]),
+        lr=meta.get("lr"), experts=list(meta.get("experts", [])),
     )
 
 
@@ -142,6 +123,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     tensors = {"images": checkpoint.images}
     if checkpoint.momentum is not None:
         tensors["momentum"] = checkpoint.momentum
+    tensors.update({f"extra.{name}": value for name, value in checkpoint.extra.items()})
     meta = {
         "iteration": checkpoint.iteration, "seconds": checkpoint.seconds, "run": checkpoint.run,
         "rng": "every stream derived from (seed, purpose, iteration); the iteration is the state",
@@ -154,4 +136,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(
         images=tensors["images"], momentum=tensors.get("momentum"),
         iteration=int(meta["iteration"]), seconds=float(meta["seconds"]), run=meta["run"],
+        extra={name[len("extra."):]: value for name, value in tensors.items() if name.startswith("extra.")},
     )

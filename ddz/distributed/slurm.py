@@ -20,9 +20,8 @@ from typing import Any
 
 from ddz.distributed.local import describe_exit, free_port, rank_environment
 from ddz.distributed.ranks import RankFailure
-from ddz.errors import ConfigError
-from ddz.io import ddz_home
-from ddz.zoo.launch import log_tail, one_line
+from ddz.errors import ConfigError, first_line
+from ddz.zoo.launch import log_tail
 
 
 def run_rank_task(argv: list[str], port: int) -> int:
@@ -58,7 +57,7 @@ class SlurmRanks:
     time_min: int = 240
     mem_gb: float | None = None
     cpus_per_task: int | None = None
-    folder: Path | None = None
+    jobs_root: Path = Path("jobs")  # the job's folder (submitit's files, logs) goes under it
 
     @property
     def world(self) -> int:
@@ -97,13 +96,13 @@ class SlurmRanks:
         """Submit the job and wait for it; RankFailure names the first rank that failed."""
         self.validate()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        folder = self.folder or ddz_home() / "jobs" / f"ranks-{stamp}-{os.getpid()}"
+        folder = self.jobs_root / f"ranks-{stamp}-{os.getpid()}"
         try:
             job = self.executor(folder).submit(run_rank_task, list(argv), free_port())
         except ConfigError:
             raise
         except Exception as error:  # sbatch refusals (bad partition, limits) come in several types
-            raise ConfigError(f"sbatch refused the job: {one_line(error)}") from None
+            raise ConfigError(f"sbatch refused the job: {first_line(error)}") from None
         failures = []
         for rank in range(self.world):
             task = job.task(rank)

@@ -1,5 +1,5 @@
-"""External PTMs built and loaded: the model wrappers for torchvision and open_clip (specs and their
-checks: ddz.zoo.external)."""
+"""External PTMs built: the model wrappers for torchvision and open_clip (their specs and checks:
+ddz.zoo.external_spec; their rows: ddz.zoo.sources.external)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddz.errors import ConfigError, DDZError, IntegrityError
+from ddz.errors import ConfigError, DDZError, IntegrityError, first_line
 from ddz.io import sha256_bytes, sha256_file
 from ddz.seeding import derive_seed
-from ddz.zoo.external import ExternalSpec
+from ddz.zoo.external_spec import ExternalSpec
+from ddz.zoo.ptm import PTM
+from ddz.zoo.records import Resolved
 
 
 class TorchvisionClassifier(nn.Module):
@@ -129,17 +131,15 @@ def _torchvision(name: str, spec: ExternalSpec, offline: bool) -> tuple[nn.Modul
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
+        first = first_line(error)
         raise IntegrityError(f"{path} does not hold {spec.model} weights ({first})") from None
     return model, categories, sha
 
 
-def _open_clip_cached(spec: ExternalSpec) -> bool:
+def _open_clip_cached(spec: ExternalSpec, hf_cache: Path) -> bool:
     """Whether open_clip's pretrained weights for the spec are already in a local cache."""
     import open_clip
     from huggingface_hub import try_to_load_from_cache
-
-    from ddz.zoo.hub import hf_cache_dir
 
     cfg = open_clip.get_pretrained_cfg(spec.model, spec.weights)
     if "file" in cfg:
@@ -147,16 +147,15 @@ def _open_clip_cached(spec: ExternalSpec) -> bool:
     if hub := cfg.get("hf_hub"):
         repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        return any(isinstance(try_to_load_from_cache(repo, n, cache_dir=hf_cache_dir()), str) for n in names)
+        return any(isinstance(try_to_load_from_cache(repo, n, cache_dir=hf_cache), str) for n in names)
     if url := cfg.get("url"):
         return (Path("~/.cache/clip").expanduser() / os.path.basename(url)).is_file()
     return False
 
 
-def _open_clip(name: str, spec: ExternalSpec, offline: bool) -> tuple[nn.Module, list[str], str | None]:
+def _open_clip(name: str, spec: ExternalSpec, offline: bool, hf_cache: Path
+               ) -> tuple[nn.Module, list[str], str | None]:
     import open_clip
-
-    from ddz.zoo.hub import hf_cache_dir
 
     if spec.model not in open_clip.list_models():
         raise ConfigError(f"open_clip has no model {spec.model!r} (external {name})")
@@ -173,13 +172,13 @@ def _open_clip(name: str, spec: ExternalSpec, offline: bool) -> tuple[nn.Module,
                 f"open_clip has no weights {spec.weights!r} for {spec.model}; valid: "
                 f"{', '.join(open_clip.list_pretrained_tags_by_model(spec.model))}"
             )
-        if offline and not _open_clip_cached(spec):
-            raise _missing(name, spec, f"the Hugging Face cache ({hf_cache_dir()})")
+        if offline and not _open_clip_cached(spec, hf_cache):
+            raise _missing(name, spec, f"the Hugging Face cache ({hf_cache})")
         try:
-            model = open_clip.create_model(spec.model, pretrained=spec.weights, cache_dir=str(hf_cache_dir()))
+            model = open_clip.create_model(spec.model, pretrained=spec.weights, cache_dir=str(hf_cache))
         except (OSError, RuntimeError) as error:
             raise DDZError(
-                f"cannot load the {spec.weights} weights for {name}: {str(error).splitlines()[0]}; "
+                f"cannot load the {spec.weights} weights for {name}: {first_line(error)}; "
                 "fetch them online once or set weights_file in registry.yaml"
             ) from None
     else:
@@ -188,26 +187,26 @@ def _open_clip(name: str, spec: ExternalSpec, offline: bool) -> tuple[nn.Module,
 
 
 def build_external(
-    name: str, spec: ExternalSpec, offline: bool = False
+    name: str, spec: ExternalSpec, hf_cache: Path, offline: bool = False
 ) -> tuple[nn.Module, list[str], str | None]:
     """(net with embed/forward, class names, sha256 of the weights file or None)."""
     if spec.library == "torchvision":
         model, classes, sha = _torchvision(name, spec, offline)
         return TorchvisionClassifier(model), classes, sha
-    visual, classes, sha = _open_clip(name, spec, offline)
+    visual, classes, sha = _open_clip(name, spec, offline, hf_cache)
     return ClipImageEncoder(visual, name), classes, sha
 
 
-def load_external(row: Any, device: str | torch.device = "cpu", offline: bool = False):
-    """A resolved external row (its spec in `metadata`) as a PTM on `device`."""
-    from ddz.zoo.ptm import PTM
-
-    spec = ExternalSpec.from_json(row.metadata)
-    net, classes, sha = build_external(row.name, spec, offline)
+def load_external(row: Resolved, hf_cache: Path, device: str | torch.device = "cpu",
+                  offline: bool = False) -> PTM:
+    """A resolved external row (its spec) as a PTM on `device`."""
+    spec = row.spec
+    if spec is None:
+        raise ConfigError(f"{row.name} is not an external PTM (source {row.source})")
+    net, classes, sha = build_external(row.name, spec, hf_cache, offline)
     if sha is None:  # random weights are a function of the name and spec: identify them by those
         sha = sha256_bytes(json.dumps({"random_init": row.name, **spec.to_json()}, sort_keys=True).encode())
     return PTM(
         name=row.name, sha256=sha, net=net.to(device).eval(), classes=classes,
         mean=tuple(spec.mean), std=tuple(spec.std), image_size=spec.image_size, in_channels=3,
-        metadata={"name": row.name, "external": spec.to_json()},
     )

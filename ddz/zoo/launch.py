@@ -18,16 +18,18 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 
-from ddz.errors import ConfigError, DDZError
-from ddz.io import atomic_write_json, ddz_home
+from ddz.data.base import ImageDataset
+from ddz.errors import ConfigError, DDZError, first_line
+from ddz.io import atomic_write_json
 from ddz.progress import NullProgress, Progress, Task
 from ddz.zoo.train import RunResult, TrainJob, result_from_done, train_run, train_runs
 
-LAUNCHERS = ("inline", "local", "slurm")
+Launcher = Literal["inline", "local", "slurm"]
+LAUNCHERS: tuple[str, ...] = get_args(Launcher)
 LOG_TAIL_LINES = 15
 
 
@@ -35,7 +37,7 @@ LOG_TAIL_LINES = 15
 class LaunchConfig:
     """How to run a grid. `launcher=None` picks inline for one job and local for more."""
 
-    launcher: str | None = None
+    launcher: Launcher | None = None
     jobs: int | None = None  # concurrent jobs; local default: GPUs, or 1 on CPU; slurm default: all
     partition: str | None = None
     gpus_per_job: int | None = None
@@ -45,21 +47,19 @@ class LaunchConfig:
     # torch CPU threads per job; CPU results are bit-identical only for the same thread count.
     # Default: inline keeps the process's; local splits the cores over --jobs; slurm uses --cpus-per-job.
     threads: int | None = None
-    folder: Path | None = None  # default DDZ_HOME/jobs/zoo-<dataset>-<UTC time>-<pid>
+    folder: Path | None = None  # default <jobs root>/zoo-<dataset>-<UTC time>-<pid>
     poll_s: float = 0.5
     batch_seeds: int = 1  # seeds of one arch trained together as one batched model (inline)
 
-    def validate(self, n_jobs: int) -> str:
+    def __post_init__(self) -> None:
         if self.batch_seeds < 1:
             raise ConfigError(f"--batch-seeds must be at least 1, got {self.batch_seeds}")
-        batched = self.batch_seeds > 1
-        launcher = self.launcher or ("inline" if n_jobs <= 1 or batched else "local")
-        if launcher not in LAUNCHERS:
-            raise ConfigError(f"unknown --launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
-        if batched and launcher != "inline":
+        if self.launcher is not None and self.launcher not in LAUNCHERS:
+            raise ConfigError(f"unknown --launcher {self.launcher!r}; valid: {', '.join(LAUNCHERS)}")
+        if self.batch_seeds > 1 and self.launcher not in (None, "inline"):
             raise ConfigError(
                 f"--batch-seeds {self.batch_seeds} trains seeds together in this process: use "
-                f"--launcher inline (or --batch-seeds 1 with --launcher {launcher})"
+                f"--launcher inline (or --batch-seeds 1 with --launcher {self.launcher})"
             )
         if self.jobs is not None and self.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
@@ -67,7 +67,10 @@ class LaunchConfig:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.time_min < 1:
             raise ConfigError(f"--time must be at least 1 minute, got {self.time_min}")
-        return launcher
+
+    def launcher_for(self, n_jobs: int) -> Launcher:
+        """The launcher asked for, else inline for one job (or batched seeds) and local for more."""
+        return self.launcher or ("inline" if n_jobs <= 1 or self.batch_seeds > 1 else "local")
 
 
 @dataclass
@@ -91,22 +94,11 @@ class GridSummary:
         }
 
 
-def one_line(error: BaseException) -> str:
-    if isinstance(error, DDZError):
-        return str(error)
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str | None:
     if path is None or not path.exists():
         return None
     text = path.read_text(errors="replace").rstrip().splitlines()
     return "\n".join(text[-lines:]) or None
-
-
-def failed_result(job: TrainJob, error: str, tail: str | None) -> RunResult:
-    return RunResult(job.arch, job.seed, job.run_name, "failed", error=error, log_tail=tail)
 
 
 # --- the worker side -----------------------------------------------------------------------------
@@ -122,7 +114,7 @@ def run_job_spec(spec: dict[str, Any], status_path: str, threads: int | None = N
         result = train_run(job)
     except BaseException as error:
         atomic_write_json(
-            status_path, {"status": "failed", "error": one_line(error), "type": type(error).__name__}
+            status_path, {"status": "failed", "error": first_line(error), "type": type(error).__name__}
         )
         raise
     atomic_write_json(status_path, {"status": "ok", "result": result.to_json()})
@@ -175,11 +167,32 @@ class _Watch:
         self.task.close()
 
 
+@dataclass
+class Handle:
+    """One started job, as its backend tracks it."""
+
+    status: Path  # the status JSON the worker leaves when it ends
+    log: Path | None = None
+    process: subprocess.Popen | None = None  # local workers
+    slurm_job: Any = None  # a submitit Job
+    error: str | None = None  # why the job could not be started
+    missing_since: float | None = None  # when a SLURM job left the queue without a status
+
+
+class Backend(Protocol):
+    """Starts jobs elsewhere (worker processes, SLURM) and reports how they ended."""
+
+    def start(self, job: TrainJob, slot: int) -> Handle: ...
+    def finished(self, handle: Handle) -> bool: ...
+    def outcome(self, job: TrainJob, handle: Handle) -> RunResult: ...
+    def cancel(self, handle: Handle) -> None: ...
+
+
 class _LocalBackend:
     def __init__(self, folder: Path, threads: int | None, gpus: int):
         self.folder, self.threads, self.gpus = folder, threads, gpus
 
-    def start(self, job: TrainJob, slot: int) -> dict[str, Any]:
+    def start(self, job: TrainJob, slot: int) -> Handle:
         spec_path = self.folder / f"{job.key}.json"
         status = self.folder / f"{job.key}.status.json"
         log = self.folder / f"{job.key}.log"
@@ -196,18 +209,17 @@ class _LocalBackend:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
-        return {"proc": proc, "status": status, "log": log}
+        return Handle(status, log, process=proc)
 
-    def finished(self, handle: dict[str, Any]) -> bool:
-        return handle["proc"].poll() is not None
+    def finished(self, handle: Handle) -> bool:
+        return handle.process.poll() is not None
 
-    def outcome(self, job: TrainJob, handle: dict[str, Any]) -> RunResult:
-        return _outcome(
-            job, handle["status"], handle["log"], f"worker exited with status {handle['proc'].returncode}"
-        )
+    def outcome(self, job: TrainJob, handle: Handle) -> RunResult:
+        why = f"worker exited with status {handle.process.returncode}"
+        return _outcome(job, handle.status, handle.log, why)
 
-    def cancel(self, handle: dict[str, Any]) -> None:
-        stop_process(handle["proc"])
+    def cancel(self, handle: Handle) -> None:
+        stop_process(handle.process)
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 10) -> None:
@@ -251,15 +263,15 @@ class _SlurmBackend:
         self.queue_checked = 0.0
         self.queued: set[str] = set()
 
-    def start(self, job: TrainJob, slot: int) -> dict[str, Any]:
+    def start(self, job: TrainJob, slot: int) -> Handle:
         status = self.folder / f"{job.key}.status.json"
         status.unlink(missing_ok=True)
         try:
             submitted = self.executor.submit(run_job_spec, job.to_json(), str(status), self.threads)
         except Exception as error:  # sbatch refusals (bad partition, limits) come in several types
-            return {"job": None, "status": status, "error": f"sbatch refused the job: {one_line(error)}"}
+            return Handle(status, error=f"sbatch refused the job: {first_line(error)}")
         self.queued.add(str(submitted.job_id))
-        return {"job": submitted, "status": status, "missing_since": None}
+        return Handle(status, slurm_job=submitted)
 
     def _refresh_queue(self) -> None:
         if time.monotonic() - self.queue_checked < 3.0:
@@ -273,34 +285,35 @@ class _SlurmBackend:
             return  # the controller is busy or unreachable: ask again later
         self.queued = set(listed)
 
-    def finished(self, handle: dict[str, Any]) -> bool:
-        if handle["job"] is None or handle["status"].exists():
+    def finished(self, handle: Handle) -> bool:
+        if handle.slurm_job is None or handle.status.exists():
             return True
         self._refresh_queue()
-        if str(handle["job"].job_id) in self.queued:
-            handle["missing_since"] = None
+        if str(handle.slurm_job.job_id) in self.queued:
+            handle.missing_since = None
             return False
         # Gone from the queue without a status file: killed, timed out or never started. Give a
         # status file still on its way through a shared file system a few seconds.
-        if handle["missing_since"] is None:
-            handle["missing_since"] = time.monotonic()
-        return time.monotonic() - handle["missing_since"] > 8.0
+        if handle.missing_since is None:
+            handle.missing_since = time.monotonic()
+        return time.monotonic() - handle.missing_since > 8.0
 
-    def outcome(self, job: TrainJob, handle: dict[str, Any]) -> RunResult:
-        if handle["job"] is None:
-            return failed_result(job, handle["error"], None)
-        paths = handle["job"].paths
+    def outcome(self, job: TrainJob, handle: Handle) -> RunResult:
+        if handle.slurm_job is None:
+            return RunResult.failure(job, handle.error or "not started")
+        paths = handle.slurm_job.paths
         log = paths.stderr if paths.stderr.exists() and paths.stderr.stat().st_size else paths.stdout
         return _outcome(
             job,
-            handle["status"],
+            handle.status,
             log,
-            f"slurm job {handle['job'].job_id} ended without a result (killed, timed out or failed to start)",
+            f"slurm job {handle.slurm_job.job_id} ended without a result "
+            "(killed, timed out or failed to start)",
         )
 
-    def cancel(self, handle: dict[str, Any]) -> None:
-        if handle["job"] is not None and not handle["status"].exists():
-            handle["job"].cancel(check=False)
+    def cancel(self, handle: Handle) -> None:
+        if handle.slurm_job is not None and not handle.status.exists():
+            handle.slurm_job.cancel(check=False)
 
 
 def _outcome(job: TrainJob, status_path: Path, log: Path | None, fallback: str) -> RunResult:
@@ -313,25 +326,27 @@ def _outcome(job: TrainJob, status_path: Path, log: Path | None, fallback: str) 
         if result is not None:
             return result
         status = {"error": f"the job finished but {job.run_dir / 'done.json'} is missing"}
-    return failed_result(job, status.get("error", fallback), log_tail(log))
+    return RunResult.failure(job, status.get("error", fallback), log_tail(log))
 
 
-def default_folder(job: TrainJob) -> Path:
+def default_folder(jobs_root: Path, job: TrainJob) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return ddz_home() / "jobs" / f"zoo-{job.slug}-{stamp}-{os.getpid()}"
+    return jobs_root / f"zoo-{job.slug}-{stamp}-{os.getpid()}"
 
 
 def run_grid(
     jobs: list[TrainJob],
     config: LaunchConfig | None = None,
     progress: Progress | None = None,
-    data=None,
+    data: ImageDataset | None = None,
+    jobs_root: Path | None = None,
 ) -> GridSummary:
-    """Run every job (skipping finished ones) and return what each did; failures do not stop it."""
+    """Run every job (skipping finished ones) and return what each did; failures do not stop it.
+    Local and SLURM job folders go under `jobs_root` (default: `jobs` beside the zoo folder)."""
     config = config or LaunchConfig()
     progress = progress or NullProgress()
     started = time.perf_counter()
-    launcher = config.validate(len(jobs))
+    launcher = config.launcher_for(len(jobs))
     grid = progress.task(f"zoo grid ({launcher})", len(jobs))
     results: dict[str, RunResult] = {}
     pending = []
@@ -355,7 +370,8 @@ def run_grid(
         finally:
             torch.set_num_threads(threads)
     elif pending:
-        folder = Path(config.folder) if config.folder else default_folder(pending[0])
+        root = jobs_root or Path(pending[0].zoo_root).parent / "jobs"
+        folder = Path(config.folder) if config.folder else default_folder(root, pending[0])
         folder.mkdir(parents=True, exist_ok=True)
         gpus = torch.cuda.device_count()
         if launcher == "local":
@@ -363,7 +379,7 @@ def run_grid(
             threads = config.threads or (
                 None if gpus else max(1, torch.get_num_threads() // min(limit, len(pending)))
             )
-            backend: Any = _LocalBackend(folder, threads, gpus)
+            backend: Backend = _LocalBackend(folder, threads, gpus)
         else:
             limit = config.jobs or len(pending)
             backend = _SlurmBackend(folder, config)
@@ -382,7 +398,7 @@ def seed_groups(jobs: list[TrainJob], size: int) -> list[list[TrainJob]]:
     return [same[i : i + size] for same in by_arch.values() for i in range(0, len(same), size)]
 
 
-def _run_inline(group: list[TrainJob], progress: Progress, data) -> list[RunResult]:
+def _run_inline(group: list[TrainJob], progress: Progress, data: ImageDataset | None) -> list[RunResult]:
     """One job, or several seeds of one arch trained as one batched model, in this process."""
     label = f"{group[0].arch} seed" + ("s " if len(group) > 1 else "") + ",".join(str(j.seed) for j in group)
     task = progress.task(label, group[0].recipe.epochs)
@@ -390,15 +406,16 @@ def _run_inline(group: list[TrainJob], progress: Progress, data) -> list[RunResu
         return train_runs(group, task, data)
     except Exception as error:
         tail = "\n".join(traceback.format_exc().rstrip().splitlines()[-LOG_TAIL_LINES:])
-        return [failed_result(job, one_line(error), tail) for job in group]
+        return [RunResult.failure(job, first_line(error), tail) for job in group]
     finally:
         task.close()
 
 
-def _pool(pending: list[TrainJob], backend: Any, limit: int, progress: Progress, grid: Task, poll_s: float):
+def _pool(pending: list[TrainJob], backend: Backend, limit: int, progress: Progress, grid: Task,
+          poll_s: float):
     """Keep at most `limit` jobs running; yield (job, result) as each one ends."""
     queue = list(pending)
-    running: dict[int, tuple[TrainJob, Any, _Watch]] = {}
+    running: dict[int, tuple[TrainJob, Handle, _Watch]] = {}
     try:
         while queue or running:
             while queue and len(running) < limit:

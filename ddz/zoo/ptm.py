@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ class PTM:
     std: tuple[float, ...]
     image_size: int
     in_channels: int
-    metadata: dict = field(default_factory=dict)
+    arch: str | None = None  # the zoo arch (None for external models)
 
     @property
     def num_classes(self) -> int:

@@ -20,14 +20,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, get_args
 
-from ddz.errors import QueryError, closest
+from ddz.errors import NotFoundError, QueryError, closest
 
 MAX_ALTERNATIVES = 10_000
-SELECTORS = ("last", "best")
+Selector = Literal["last", "best"]
+SELECTORS: tuple[str, ...] = get_args(Selector)
 BEST_METRIC = "test_acc"
-AXES = ("dataset", "arch", "seed", "snapshot")
 _META = "*?["
 
 
@@ -175,10 +175,6 @@ class Glob:
     def regex(self) -> re.Pattern[str]:
         return re.compile("(?:" + "|".join(_glob_regex(a) for a in self.alternatives) + r")\Z", re.DOTALL)
 
-    @property
-    def is_literal(self) -> bool:
-        return len(self.alternatives) == 1 and not any(c in self.alternatives[0] for c in _META)
-
     def match(self, value: str) -> bool:
         return self.regex.match(value) is not None
 
@@ -214,7 +210,7 @@ class Query:
     arch: Glob | None = None
     seed: Glob | None = None
     snapshot: Glob | None = None
-    selector: str | None = None  # "last" | "best", in place of a snapshot glob
+    selector: Selector | None = None  # in place of a snapshot glob
 
     @classmethod
     def parse(cls, text: str) -> Query:
@@ -257,10 +253,6 @@ class Query:
         elif self.snapshot is not None:
             text += "@" + self.snapshot.text
         return text
-
-
-def parse_query(text: str) -> Query:
-    return Query.parse(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,12 +358,13 @@ def _fmt(values: Iterable[str]) -> str:
     return ", ".join(values)
 
 
-def _empty(query: Query, axis: str, pattern: str, names: Sequence[str]) -> QueryError:
+def _empty(query: Query, axis: str, pattern: str, names: Sequence[str]) -> NotFoundError:
     unique = sorted(set(names), key=natural_key)
     near = closest(pattern, unique, n=5)
     more = f" (of {len(unique)})" if len(unique) > len(near) else ""
-    return QueryError(
-        f"no {axis} matches {pattern!r} in query '{query}'; nearest {axis}s: {_fmt(near)}{more}"
+    return NotFoundError(
+        f"no {axis} matches {pattern!r} in query '{query}'; nearest {axis}s: {_fmt(near)}{more}",
+        pattern, near,
     )
 
 
@@ -394,16 +387,16 @@ def select(
 ) -> list[Candidate]:
     """The candidates that `query` (and `where`) select, sorted naturally by name.
 
-    Raises QueryError naming the axis that emptied the set and the nearest names on it.
+    Raises NotFoundError naming the axis that emptied the set and the nearest names on it.
     """
     if isinstance(query, str):
         query = Query.parse(query)
     conditions = parse_where(where)
     rows = list(candidates)
     if not rows:
-        raise QueryError(
+        raise NotFoundError(
             f"nothing to match '{query}' against: the local zoo, the registry and the external "
-            "sources are empty; train with `ddz zoo train` or add entries to registry.yaml"
+            "sources are empty; train with `ddz zoo train` or add entries to registry.yaml", str(query)
         )
     for axis in ("dataset", "arch", "seed"):
         glob: Glob | None = getattr(query, axis)
@@ -422,10 +415,9 @@ def select(
         kept = _pick(rows, query.selector)
         if not kept:
             why = "epoch snapshots" if query.selector == "last" else f"epoch snapshots with {BEST_METRIC}"
-            raise QueryError(
-                f"@{query.selector} in query '{query}' found no {why} among: "
-                f"{_fmt(sorted({r.name for r in rows}, key=natural_key)[:5])}"
-            )
+            names = sorted({r.name for r in rows}, key=natural_key)[:5]
+            raise NotFoundError(f"@{query.selector} in query '{query}' found no {why} among: {_fmt(names)}",
+                                f"@{query.selector}", names)
         rows = kept
     for condition in conditions:
         known = sorted({k for r in rows for k in r.metrics} | {"epoch", "seed"})
@@ -438,6 +430,6 @@ def select(
         if not kept:
             values = sorted(v for r in rows if (v := r.value(condition.key)) is not None)
             span = f"; recorded {condition.key} spans {values[0]:.4g}..{values[-1]:.4g}" if values else ""
-            raise QueryError(f"no snapshot of '{query}' satisfies {condition}{span}")
+            raise NotFoundError(f"no snapshot of '{query}' satisfies {condition}{span}", str(condition))
         rows = kept
     return sorted(rows, key=lambda r: natural_key(r.name))

@@ -1,14 +1,12 @@
-"""registry.yaml: named hubs, pinned hub entries and external PTM sources; and query resolution.
+"""registry.yaml: named hubs, pinned hub entries and external PTM sources.
 
 The file is validated on load (errors name the line); writers take a file lock and replace the
-file atomically, so several zoo jobs registering at once lose nothing. `resolve` runs a query
-over the local zoo, the registry's entries and the external sources; `load_ptms` turns queries
-(or `@lockfile`s) into frozen PTMs, fetching and verifying what it needs.
+file atomically, so several zoo jobs registering at once lose nothing. Which file is the
+registry is the caller's choice (ddz.zoo.paths.ZooPaths.registry).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,14 +18,13 @@ import yaml
 from filelock import FileLock
 
 from ddz.errors import ConfigError, DDZError, QueryError, closest
-from ddz.io import atomic_write_text, ddz_home
-from ddz.zoo.query import Candidate, natural_key, select, split_name
+from ddz.io import atomic_write_text
+from ddz.zoo.external_spec import ExternalSpec, SpecError, check_external, external_specs
+from ddz.zoo.hub_url import parse_hub
+from ddz.zoo.query import natural_key, split_name
+from ddz.zoo.records import HEX40, HEX64, SnapshotSummary
 
-REGISTRY_ENV = "DDZ_REGISTRY"
-SOURCES = ("local", "hub", "external")
 REGISTRY_VERSION = 1
-HEX40 = re.compile(r"[0-9a-f]{40}")
-HEX64 = re.compile(r"[0-9a-f]{64}")
 
 DEFAULT_HEADER = """\
 # ddz registry: where PTMs live, so that a query such as `digits/*@epoch4` can find them.
@@ -58,16 +55,6 @@ DEFAULT_HEADER = """\
 """
 
 
-def registry_path() -> Path:
-    """DDZ_REGISTRY, else ./registry.yaml when there is one, else DDZ_HOME/registry.yaml."""
-    if env := os.environ.get(REGISTRY_ENV):
-        return Path(env).expanduser()
-    here = Path("registry.yaml")
-    if here.is_file():
-        return here.resolve()
-    return ddz_home() / "registry.yaml"
-
-
 # ---------------------------------------------------------------------------------------------
 # The file
 
@@ -81,7 +68,7 @@ class Entry:
     revision: str
     path: str
     sha256: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+    summary: SnapshotSummary | None = None
 
 
 @dataclass
@@ -94,14 +81,14 @@ class Registry:
 
     def hub_url(self, name: str) -> str:
         """The hub's URL, a relative folder read against the registry file's folder."""
-        from ddz.zoo.hub import normalise_url
+        return parse_hub(self.hubs[name], base=self.path.parent).url
 
-        return normalise_url(self.hubs[name], base=self.path.parent)
+    def resolve_hub(self, value: str) -> str:
+        """A hub URL, or the URL of the hub listed under that name."""
+        return self.hub_url(value) if value in self.hubs else value
 
     def add_hub(self, url: str) -> str:
         """The name under which `url` is listed, adding it (named after its org) if new."""
-        from ddz.zoo.hub import parse_hub
-
         hub = parse_hub(url)
         for name in self.hubs:
             if self.hub_url(name) == hub.url:
@@ -114,17 +101,16 @@ class Registry:
         self.hubs[name] = hub.url
         return name
 
-    def external_specs(self) -> dict[str, Any]:
-        from ddz.zoo.external import external_specs
-
+    def external_specs(self) -> dict[str, ExternalSpec]:
         return external_specs(self.external, base=self.path.parent)
 
     def to_text(self) -> str:
         data: dict[str, Any] = {"version": REGISTRY_VERSION, "hubs": dict(self.hubs), "entries": {}}
         for name in sorted(self.entries, key=natural_key):
             entry = asdict(self.entries[name])
-            if not entry["metadata"]:
-                del entry["metadata"]
+            summary = entry.pop("summary")
+            if summary:
+                entry["metadata"] = self.entries[name].summary.to_json()  # type: ignore[union-attr]
             data["entries"][name] = entry
         data["external"] = dict(self.external)
         body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
@@ -198,8 +184,6 @@ def _validate(root: yaml.Node, data: Any, source: Path) -> Registry:
             url = data["hubs"][name]
             check.text(value_node, url, f"hub {name!r}")
             try:
-                from ddz.zoo.hub import parse_hub
-
                 parse_hub(url, base=source.parent)
             except DDZError as error:
                 raise check.fail(value_node, str(error)) from None
@@ -229,13 +213,16 @@ def _validate(root: yaml.Node, data: Any, source: Path) -> Registry:
             metadata = raw.get("metadata") or {}
             if "metadata" in fields and not isinstance(metadata, dict):
                 raise check.fail(fields["metadata"], f"{what}: metadata must be a mapping")
+            try:
+                summary = SnapshotSummary.from_json({**metadata, "seed": seed, "epoch": int(snapshot[5:])})
+            except (TypeError, ValueError, AttributeError) as error:
+                bad = fields.get("metadata", value_node)
+                raise check.fail(bad, f"{what}: metadata has a bad value ({error})") from None
             registry.entries[name] = Entry(
-                raw["hub"], raw["repo"], raw["revision"], raw["path"], raw["sha256"], dict(metadata)
+                raw["hub"], raw["repo"], raw["revision"], raw["path"], raw["sha256"], summary
             )
     if "external" in nodes:
         for name, key_node, value_node in check.mapping(nodes["external"], "external"):
-            from ddz.zoo.external import SpecError, check_external
-
             try:
                 split = split_name(name)
             except QueryError as error:
@@ -282,184 +269,20 @@ def _leading_comments(text: str) -> str:
     return "\n".join(lines).rstrip() + "\n" if lines else ""
 
 
-def load_registry(path: str | Path | None = None) -> Registry:
-    """The registry at `path` (default: registry_path()); a missing file is an empty registry."""
-    path = Path(path) if path is not None else registry_path()
-    path = path.expanduser().absolute()
+def load_registry(path: str | Path) -> Registry:
+    """The registry at `path`; a missing file is an empty registry."""
+    path = Path(path).expanduser().absolute()
     if not path.exists():
         return Registry(path=path)
     return parse_registry(path.read_text(), path)
 
 
 @contextmanager
-def update_registry(path: str | Path | None = None) -> Iterator[Registry]:
+def update_registry(path: str | Path) -> Iterator[Registry]:
     """Read, let the caller change, and atomically rewrite the registry, all under a file lock."""
-    path = Path(path) if path is not None else registry_path()
-    path = path.expanduser().absolute()
+    path = Path(path).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         registry = load_registry(path)
         yield registry
         atomic_write_text(path, registry.to_text())
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolution
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """One PTM a query selected, and where its bytes are.
-
-    source "local": a snapshot in the local zoo (`local_path`); when the same bytes are published
-    too, hub/repo/revision/path say where, so that a lockfile of it works on other machines.
-    source "hub": only on a hub (`path` inside `repo` at commit `revision`).
-    source "external": built by torchvision / open_clip from `metadata` (its spec).
-    """
-
-    name: str
-    source: str
-    hub: str | None = None
-    repo: str | None = None
-    revision: str | None = None
-    path: str | None = None
-    sha256: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    local_path: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Resolved:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @property
-    def on_hub(self) -> bool:
-        return self.hub is not None and self.repo is not None
-
-
-def _summary(seed: int, epoch: int, size: int, metrics: dict) -> dict[str, Any]:
-    return {"seed": seed, "epoch": epoch, "size": size, "metrics": dict(metrics)}
-
-
-def candidates(registry: Registry | None = None, zoo_root: Path | None = None,
-               sources: Sequence[str] = SOURCES) -> list[Candidate]:
-    """Every selectable row of `sources`: local zoo snapshots, registry entries, external PTMs.
-
-    A local snapshot that is also published with the same bytes is one row, carrying both."""
-    from ddz.zoo.store import ZooStore
-
-    registry = registry if registry is not None else load_registry()
-    rows: dict[str, Candidate] = {}
-    if "external" in sources:
-        for name, spec in registry.external_specs().items():
-            dataset, arch, _, tag = split_name(name)
-            rows[name] = Candidate(dataset, arch, None, tag, {}, Resolved(
-                name, "external", path=spec.weights_file, sha256=spec.sha256, metadata=spec.to_json()
-            ))
-    published: dict[str, Resolved] = {}
-    for name, entry in registry.entries.items():
-        published[name] = Resolved(name, "hub", registry.hub_url(entry.hub), entry.repo, entry.revision,
-                                   entry.path, entry.sha256, dict(entry.metadata))
-        if "hub" in sources:
-            dataset, arch, seed, snapshot = split_name(name)
-            metrics = dict(entry.metadata.get("metrics") or {})
-            rows[name] = Candidate(dataset, arch, seed, snapshot, metrics, published[name])
-    if "local" not in sources:
-        return list(rows.values())
-    for record in ZooStore(zoo_root).records("*", with_metadata=False):
-        name = str(record.name)
-        hub = published.get(name)
-        if hub is not None and hub.sha256 != record.sha256:
-            hub = None
-        rows[name] = Candidate(record.name.dataset, record.name.arch, record.name.seed,
-                               f"epoch{record.name.epoch}", dict(record.metrics), Resolved(
-            name, "local",
-            hub.hub if hub else None, hub.repo if hub else None, hub.revision if hub else None,
-            hub.path if hub else str(record.path), record.sha256,
-            _summary(record.name.seed, record.name.epoch, record.size, record.metrics),
-            local_path=str(record.path),
-        ))
-    return list(rows.values())
-
-
-def resolve(
-    query: str,
-    where: str | None = None,
-    offline: bool | None = None,
-    *,
-    hub: str | None = None,
-    revision: str | None = None,
-    registry: Registry | None = None,
-    sources: Sequence[str] = SOURCES,
-) -> list[Resolved]:
-    """The PTMs `query` selects (naturally sorted), from the local zoo, the registry and the
-    external sources. `@FILE` reads a lockfile instead.
-
-    `hub` re-targets published rows at another hub holding the same repos (e.g. an HTTP mirror
-    of a git folder hub); `revision` (a tag, branch or sha) re-pins them, taking paths and
-    sha256s from the manifest committed at that revision (this needs the hub unless offline
-    finds it cached). `sources` limits the rows to some of "local", "hub", "external".
-    QueryError when nothing matches, naming the axis that emptied the set.
-    """
-    if query.startswith("@"):
-        from ddz.zoo.lock import read_lock
-
-        rows = read_lock(query[1:])
-        if where:
-            raise QueryError("--where does not apply to a lockfile: it holds the rows it resolved")
-    else:
-        rows = [c.payload for c in select(query, candidates(registry, sources=sources), where)]
-    if hub is not None or revision is not None:
-        from ddz.zoo.hub import repin
-
-        rows = repin(rows, hub=hub, revision=revision, offline=is_offline(offline))
-    return rows
-
-
-def resolve_all(queries: Sequence[str], where: str | None = None, offline: bool | None = None,
-                **kwargs: Any) -> list[Resolved]:
-    """Rows for several queries, in order, each PTM once."""
-    seen: dict[tuple, Resolved] = {}
-    registry = kwargs.pop("registry", None) or load_registry()
-    for query in queries:
-        for row in resolve(query, where, offline, registry=registry, **kwargs):
-            seen.setdefault((row.name, row.sha256), row)
-    return list(seen.values())
-
-
-def is_offline(offline: bool | None = None) -> bool:
-    """An explicit choice, else HF_HUB_OFFLINE / DDZ_OFFLINE (read now, not at import)."""
-    if offline is not None:
-        return offline
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "DDZ_OFFLINE"))
-
-
-def load_ptms(
-    queries: Sequence[str],
-    device: str = "cpu",
-    where: str | None = None,
-    offline: bool | None = None,
-) -> list:
-    """Frozen PTMs for `queries` (each a query or `@lockfile`), every file verified by sha256.
-
-    Fetches what is not cached (unless offline: then a DDZError names exactly what is missing).
-    """
-    from ddz.zoo.external_models import load_external
-    from ddz.zoo.hub import materialize
-    from ddz.zoo.store import load_snapshot_file
-
-    offline = is_offline(offline)
-    rows = resolve_all(list(queries), where, offline)
-    files = materialize(rows, offline=offline)
-    ptms = []
-    for row in rows:
-        if row.source == "external":
-            ptm = load_external(row, device, offline=offline)
-        else:
-            ptm = load_snapshot_file(files[row.name], row.sha256, device)
-        ptms.append(ptm.freeze(device))
-    return ptms

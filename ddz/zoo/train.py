@@ -5,8 +5,11 @@ Seed n alone fixes the initial weights and the data order (ddz.seeding with seed
 global --seed), so `digits/convnet3/seed3` is the same model in every grid that contains it, and
 on CPU the same command gives bit-identical weights, whether or not it was killed and resumed.
 
-Files of one run, next to its snapshots (DDZ_HOME/zoo/<dataset>/<arch>/seed<n>/):
-    epoch<e>.safetensors                 the snapshots (see ddz.zoo.store)
+A run is restore -> an epoch loop -> finish, its state one RunProgress record (saved in the
+checkpoint sidecar every epoch and in done.json at the end).
+
+Files of one run, next to its snapshots (<zoo>/<dataset>/<arch>/seed<n>/):
+    epoch<e>.safetensors                 the snapshots (see ddz.zoo.sources.local)
     checkpoint.json                      sidecar: epoch, optimiser scalars, history, sha256 of ...
     checkpoint-epoch<e>.safetensors      ... the tensors: model, optimiser buffers, generator state
     done.json                            written last: recipe hash, data fingerprint, snapshots
@@ -17,40 +20,43 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from filelock import FileLock, Timeout
 
+from ddz import __version__
+from ddz.data import check_dataset_name, load_dataset
+from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
-from ddz.errors import ConfigError, DataError, IntegrityError
-from ddz.io import atomic_write_json, ddz_home
+from ddz.data.zca import whitened
+from ddz.devices import resolve_device
+from ddz.errors import ConfigError, DataError, IntegrityError, unknown_name
+from ddz.io import atomic_write_json, read_tensors, write_tensors
+from ddz.nets import build_net, check_arch
 from ddz.nets.stacked import StackedNets
 from ddz.progress import Task
 from ddz.seeding import derive_seed
 from ddz.training import accuracies, accuracy, train_epoch
-from ddz.zoo.store import (
-    SnapshotName,
-    ZooStore,
-    dataset_slug,
-    load_tensors,
-    read_metadata,
-    utc_now,
-    write_tensors,
-)
+from ddz.zoo.records import RunState, SnapshotMeta, SnapshotName, dataset_slug, utc_now
+from ddz.zoo.sources.local import LocalZoo, read_snapshot_meta
 
 DEFAULT_SNAPSHOTS = (1, 4, 6, 10, 20, 35, 70, 120, 150)
+Augment = Literal["none", "dsa"]
 CHECKPOINT_FORMAT = "ddz.checkpoint/1"
 DONE_FORMAT = "ddz.done/1"
 
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """The PTM training recipe (paper defaults): SGD, no augmentation, step decay, snapshots."""
+    """How a zoo run trains. The defaults are the paper's PTM recipe: SGD, no augmentation, step
+    decay, snapshots at DEFAULT_SNAPSHOTS. RECIPES names the shipped ones."""
 
+    name: str = "ptm"
     epochs: int = 150
     batch_size: int = 256
     lr: float = 0.01
@@ -61,8 +67,13 @@ class TrainRecipe:
     snapshots: tuple[int, ...] = DEFAULT_SNAPSHOTS
     # Keyword overrides for the net factory, e.g. (("width", 16),) for a narrow ConvNet.
     net: tuple[tuple[str, Any], ...] = ()
+    augment: Augment = "none"  # "dsa": the reference DSA on every real batch (MTT's experts)
+    zca: bool = False  # ZCA-whiten the data set first (ddz.data.zca, the MTT reference's --zca)
 
-    def validate(self) -> TrainRecipe:
+    def __post_init__(self) -> None:
+        if self.augment not in get_args(Augment):
+            valid = ", ".join(get_args(Augment))
+            raise ConfigError(f"recipe augment must be one of {valid}, got {self.augment!r}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -77,11 +88,10 @@ class TrainRecipe:
                 f"--snapshots {','.join(map(str, late))} come after the last epoch ({self.epochs}); "
                 f"drop them or raise --epochs to {max(late)}"
             )
-        if min(self.snapshots) < 1:
-            raise ConfigError("--snapshots are epochs counted from 1; 0 is the untrained net")
+        if min(self.snapshots) < 0:
+            raise ConfigError("--snapshots are epochs counted from 1 (0: the initial weights)")
         if any(m < 1 for m in self.milestones):
             raise ConfigError("--milestones are epochs counted from 1")
-        return self
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of `epoch` (counted from 1): x gamma after each milestone epoch."""
@@ -96,15 +106,40 @@ class TrainRecipe:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainRecipe:
-        data = dict(data)
+        data = {"name": "ptm", **data}
         data["milestones"] = tuple(data["milestones"])
         data["snapshots"] = tuple(data["snapshots"])
         data["net"] = tuple(sorted(dict(data.get("net") or {}).items()))
         return cls(**data)
 
     def hash(self) -> str:
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """sha256 of what changes the weights: the name is a label, and the fields added for MTT
+        count only when set, so zoos trained before them keep their hash."""
+        data = self.to_json()
+        del data["name"]
+        for key, default in (("augment", "none"), ("zca", False)):
+            if data[key] == default:
+                del data[key]
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+# The mtt-expert recipe is the reference buffer.py's defaults: 50 epochs of SGD lr 0.01, momentum
+# 0, weight decay 0, no decay (--decay is off), batch 256, DSA on the real data, the parameters
+# kept after every epoch and before the first (here: snapshots 0..50).
+RECIPES: dict[str, TrainRecipe] = {
+    "ptm": TrainRecipe(),
+    "mtt-expert": TrainRecipe(
+        name="mtt-expert", epochs=50, lr=0.01, momentum=0.0, weight_decay=0.0, milestones=(),
+        snapshots=tuple(range(51)), augment="dsa",
+    ),
+}
+
+
+def recipe_named(name: str) -> TrainRecipe:
+    if name not in RECIPES:
+        raise ConfigError(unknown_name("recipe", name, RECIPES))
+    return RECIPES[name]
 
 
 def parse_epochs(text: str, option: str) -> tuple[int, ...]:
@@ -116,14 +151,20 @@ def parse_epochs(text: str, option: str) -> tuple[int, ...]:
         values = [int(p) for p in parts]
     except ValueError:
         raise ConfigError(f"bad {option} {text!r}; give comma-separated epochs like 1,4,6") from None
-    if any(v < 1 for v in values):
+    lowest = 0 if option == "--snapshots" else 1  # snapshot 0: the initial weights
+    if any(v < lowest for v in values):
         raise ConfigError(f"bad {option} {text!r}; epochs are counted from 1")
     return tuple(sorted(set(values)))
 
 
-def default_snapshots(epochs: int) -> tuple[int, ...]:
-    """The paper's snapshot epochs that fit in `epochs`, plus the last epoch."""
-    return tuple(sorted({e for e in DEFAULT_SNAPSHOTS if e <= epochs} | {epochs}))
+def snapshots_for(recipe: TrainRecipe, epochs: int, text: str | None) -> tuple[int, ...]:
+    """`--snapshots`: "every" (0..epochs, 0 being the initial weights), a list of epochs, or by
+    default the recipe's snapshot epochs that fit in `epochs`, plus the last epoch."""
+    if text is None:
+        return tuple(sorted({e for e in recipe.snapshots if e <= epochs} | {epochs}))
+    if text.strip() == "every":
+        return tuple(range(epochs + 1))
+    return parse_epochs(text, "--snapshots")
 
 
 def parse_net_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -140,18 +181,8 @@ def parse_net_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(options.items()))
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} was asked for but no CUDA device is visible; use --device cpu")
-    return device
-
-
 def check_data_reachable(dataset: str, data_root: str | Path) -> None:
     """Fail early, in one line, when the data set cannot be where it is looked for."""
-    from ddz.data import check_dataset_name
-
     check_dataset_name(dataset)
     kind, sep, rest = dataset.partition(":")
     if sep and kind in ("npz", "folder"):
@@ -171,9 +202,9 @@ class TrainJob:
     dataset: str
     arch: str
     seed: int
+    zoo_root: str
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
     data_root: str = "data"
-    zoo_root: str | None = None
     device: str = "auto"
     data_fingerprint: str | None = None
     resolution: int | None = None  # image side the data set is loaded at (None: its default)
@@ -183,8 +214,8 @@ class TrainJob:
         return dataset_slug(self.dataset)
 
     @property
-    def store(self) -> ZooStore:
-        return ZooStore(Path(self.zoo_root) if self.zoo_root else None)
+    def store(self) -> LocalZoo:
+        return LocalZoo(Path(self.zoo_root))
 
     @property
     def run_name(self) -> str:
@@ -209,6 +240,44 @@ class TrainJob:
         return cls(**{**data, "recipe": TrainRecipe.from_json(data["recipe"])})
 
 
+RunStatus = Literal["trained", "skipped", "failed"]
+
+
+@dataclass
+class RunProgress:
+    """Where one run stands: what its checkpoint sidecar holds after every epoch, and done.json
+    at the end."""
+
+    epoch: int = 0  # epochs finished
+    resumed_from: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: lr and metrics
+    snapshots: dict[int, str] = field(default_factory=dict)  # epoch -> sha256 of its file
+    seconds_train: float = 0.0
+    images_trained: int = 0
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The last snapshot epoch's metrics (the last epoch's when none was kept)."""
+        fallback = self.history[-1] if self.history else {}
+        last = next((h for h in reversed(self.history) if "test_acc" in h), fallback)
+        return {k: v for k, v in last.items() if k in ("train_loss", "train_acc", "test_acc")}
+
+    @property
+    def images_per_sec(self) -> float:
+        return self.images_trained / self.seconds_train if self.seconds_train else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["snapshots"] = {str(e): s for e, s in sorted(self.snapshots.items())}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunProgress:
+        return cls(int(data.get("epoch", 0)), int(data.get("resumed_from", 0)), list(data.get("history", [])),
+                   {int(e): s for e, s in data.get("snapshots", {}).items()},
+                   float(data.get("seconds_train", 0.0)), int(data.get("images_trained", 0)))
+
+
 @dataclass
 class RunResult:
     """What one job did: trained, skipped (already done) or failed."""
@@ -216,7 +285,7 @@ class RunResult:
     arch: str
     seed: int
     name: str
-    status: str
+    status: RunStatus
     epochs_run: int = 0
     resumed_from: int = 0
     seconds_train: float = 0.0
@@ -225,6 +294,18 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     log_tail: str | None = None
+
+    @classmethod
+    def finished(cls, job: TrainJob, progress: RunProgress, status: RunStatus) -> RunResult:
+        epochs_run = job.recipe.epochs - progress.resumed_from
+        return cls(job.arch, job.seed, job.run_name, status, epochs_run=epochs_run,
+                   resumed_from=progress.resumed_from, seconds_train=progress.seconds_train,
+                   images_per_sec=progress.images_per_sec, snapshots=dict(progress.snapshots),
+                   metrics=progress.metrics)
+
+    @classmethod
+    def failure(cls, job: TrainJob, error: str, log_tail: str | None = None) -> RunResult:
+        return cls(job.arch, job.seed, job.run_name, "failed", error=error, log_tail=log_tail)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,7 +330,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise IntegrityError(f"{path} is not valid JSON ({error}); delete it to restart this seed") from None
 
 
-def run_state(job: TrainJob) -> str:
+def run_state(job: TrainJob) -> RunState:
     """'done', 'partial' or 'new'; ConfigError when what is there was made by another recipe or data."""
     recipe_hash = job.recipe.hash()
     for marker in ("done.json", "checkpoint.json"):
@@ -263,29 +344,18 @@ def run_state(job: TrainJob) -> str:
         return "done" if marker == "done.json" else "partial"
     snapshots = sorted(job.run_dir.glob("epoch*.safetensors")) if job.run_dir.is_dir() else []
     for path in snapshots:
-        old = str(read_metadata(path).get("recipe_hash"))
+        old = read_snapshot_meta(path).recipe_hash
         if old != recipe_hash:
             raise _mismatch(job, "recipe", old, recipe_hash)
     return "partial" if snapshots else "new"
 
 
-def result_from_done(job: TrainJob, status: str = "trained") -> RunResult | None:
+def result_from_done(job: TrainJob, status: RunStatus = "trained") -> RunResult | None:
     """The result recorded by a finished run (None when it has not finished)."""
     done = _read_json(job.run_dir / "done.json")
     if done is None or done.get("recipe_hash") != job.recipe.hash():
         return None
-    return RunResult(
-        job.arch,
-        job.seed,
-        job.run_name,
-        status,
-        epochs_run=int(done.get("epochs_run", 0)),
-        resumed_from=int(done.get("resumed_from", 0)),
-        seconds_train=float(done.get("seconds_train", 0.0)),
-        images_per_sec=float(done.get("images_per_sec", 0.0)),
-        snapshots={int(e): s for e, s in done.get("snapshots", {}).items()},
-        metrics=dict(done.get("metrics", {})),
-    )
+    return RunResult.finished(job, RunProgress.from_json(done.get("progress", done)), status)
 
 
 def _optimizer_split(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -294,7 +364,7 @@ def _optimizer_split(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
     for index, entry in state["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{key}"] = value.detach().to("cpu").contiguous().clone()
+                tensors[f"optim.{index}.{key}"] = value
             else:
                 scalars[f"{index}.{key}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
@@ -312,38 +382,31 @@ def _optimizer_join(tensors: dict[str, torch.Tensor], saved: dict[str, Any], dev
     return {"state": state, "param_groups": saved["param_groups"]}
 
 
-def save_checkpoint(
-    job: TrainJob,
-    epoch: int,
-    net: torch.nn.Module,
-    optimizer_state: dict[str, Any],
-    order: torch.Generator,
-    history: list[dict[str, Any]],
-    extra: dict[str, Any],
-) -> None:
+def save_checkpoint(job: TrainJob, net: torch.nn.Module, optimizer_state: dict[str, Any],
+                    order: torch.Generator, progress: RunProgress) -> None:
     """Tensors to a new file, then the sidecar that names it (atomic rename), then old files go.
 
     A kill at any point leaves either the previous or the new checkpoint complete."""
-    tensors = {f"model.{k}": v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     optim_tensors, optim_json = _optimizer_split(optimizer_state)
     tensors.update(optim_tensors)
-    tensors["rng.order"] = order.get_state().to("cpu").contiguous().clone()
-    file_name = f"checkpoint-epoch{epoch}.safetensors"
-    sha = write_tensors(job.run_dir / file_name, tensors, {"ddz.format": CHECKPOINT_FORMAT, "epoch": epoch})
+    tensors["rng.order"] = order.get_state()
+    file_name = f"checkpoint-epoch{progress.epoch}.safetensors"
+    sha = write_tensors(job.run_dir / file_name, tensors, CHECKPOINT_FORMAT, {"epoch": str(progress.epoch)})
     atomic_write_json(
         job.run_dir / "checkpoint.json",
         {
             "format": CHECKPOINT_FORMAT,
             "name": job.run_name,
-            "epoch": epoch,
+            "epoch": progress.epoch,
             "tensors": file_name,
             "sha256": sha,
             "recipe_hash": job.recipe.hash(),
             "recipe": job.recipe.to_json(),
             "data_fingerprint": job.data_fingerprint,
             "optimizer": optim_json,
-            "history": history,
-            **extra,
+            "progress": progress.to_json(),
+            "history": progress.history,  # read by the launchers' progress view
             "updated": utc_now(),
         },
     )
@@ -352,31 +415,31 @@ def save_checkpoint(
             old.unlink(missing_ok=True)
 
 
-def load_checkpoint(
-    job: TrainJob, net: torch.nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator, device: str
-) -> dict[str, Any] | None:
-    """Restore net, optimiser and generator from the run's checkpoint; its sidecar, or None."""
+def load_checkpoint(job: TrainJob, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    order: torch.Generator, device: str) -> RunProgress:
+    """Restore net, optimiser and generator from the run's checkpoint, if it has one."""
     sidecar = _read_json(job.run_dir / "checkpoint.json")
     if sidecar is None:
-        return None
+        return RunProgress()
     if sidecar.get("format") != CHECKPOINT_FORMAT:
         raise IntegrityError(
             f"{job.run_dir / 'checkpoint.json'} has an unknown format; delete it to restart this seed"
         )
-    path = job.run_dir / sidecar["tensors"]
     try:
-        tensors, _, _ = load_tensors(path, sidecar["sha256"])
+        tensors = read_tensors(job.run_dir / sidecar["tensors"], CHECKPOINT_FORMAT, sidecar["sha256"]).tensors
     except IntegrityError as error:
         raise IntegrityError(
             f"the checkpoint of {job.run_name} is damaged ({str(error).split(';')[0]}); "
             f"delete {job.run_dir / 'checkpoint.json'} to restart this seed from epoch 0"
-        ) from None
+        ) from error
     net.load_state_dict(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
     )
     optimizer.load_state_dict(_optimizer_join(tensors, sidecar["optimizer"], device))
     order.set_state(tensors["rng.order"])
-    return sidecar
+    progress = RunProgress.from_json(sidecar.get("progress", sidecar))  # older sidecars kept it flat
+    progress.resumed_from = progress.epoch
+    return progress
 
 
 def _clean_partial_files(run_dir: Path) -> None:
@@ -388,9 +451,7 @@ def _clean_partial_files(run_dir: Path) -> None:
 # --- training ------------------------------------------------------------------------------------
 
 
-def build_job_net(job: TrainJob, data: ImageDataset):
-    from ddz.nets import build_net
-
+def build_job_net(job: TrainJob, data: ImageDataset) -> torch.nn.Module:
     try:
         return build_net(
             job.arch,
@@ -405,37 +466,26 @@ def build_job_net(job: TrainJob, data: ImageDataset):
 
 
 @dataclass
-class _Live:
-    """One job while it trains: its net, optimiser, order generator and what it has done."""
+class _Run:
+    """One job while it trains: its net, optimiser, order generator and progress."""
 
     job: TrainJob
     net: torch.nn.Module
     optimizer: torch.optim.SGD
     order: torch.Generator
-    start: int
-    history: list[dict[str, Any]]
-    snapshots: dict[int, str]
-    seconds: float
-    images: int
+    progress: RunProgress
 
 
-def _restore(job: TrainJob, data: ImageDataset, device: str) -> _Live:
+def _sgd(params, recipe: TrainRecipe) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+def _restore(job: TrainJob, data: ImageDataset, device: str) -> _Run:
     """Build the job's net and optimiser and load its checkpoint, if it has one."""
-    recipe = job.recipe
     net = build_job_net(job, data).to(device)
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
+    optimizer = _sgd(net.parameters(), job.recipe)
     order = torch.Generator(device=device).manual_seed(derive_seed(job.seed, "zoo", job.arch, "order"))
-    sidecar = load_checkpoint(job, net, optimizer, order, device) or {}
-    return _Live(
-        job, net, optimizer, order,
-        start=int(sidecar.get("epoch", 0)),
-        history=list(sidecar.get("history", [])),
-        snapshots={int(e): s for e, s in sidecar.get("snapshots", {}).items()},
-        seconds=float(sidecar.get("seconds_train", 0.0)),
-        images=int(sidecar.get("images_trained", 0)),
-    )
+    return _Run(job, net, optimizer, order, load_checkpoint(job, net, optimizer, order, device))
 
 
 def stack_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -476,8 +526,6 @@ def train_runs(
     format a single run writes, so a group resumes seed by seed, alone or batched. Seeds whose
     checkpoints stand at different epochs train in separate stacks. On CPU a batched seed is
     bit-identical to the same seed trained alone (ddz.nets.stacked)."""
-    from ddz.data import load_dataset
-
     first = jobs[0]
     if any((j.dataset, j.arch, j.recipe, j.device) != (first.dataset, first.arch, first.recipe, first.device)
            for j in jobs):
@@ -488,6 +536,7 @@ def train_runs(
         data = load_dataset(first.dataset, first.data_root, device, first.resolution)
     else:
         data = data.to(device)
+    data = prepared(data, first.recipe)
     fingerprint = data.fingerprint()
     if first.data_fingerprint and fingerprint != first.data_fingerprint:
         raise DataError(
@@ -496,24 +545,23 @@ def train_runs(
             "make every node see the same files"
         )
     jobs = [replace(job, data_fingerprint=fingerprint) for job in jobs]
-    first.recipe.validate()
     results: dict[str, RunResult] = {}
     with ExitStack() as locks:
-        live = []
+        runs = []
         for job in jobs:
             locks.enter_context(_run_lock(job))
             if run_state(job) == "done":
                 results[job.key] = result_from_done(job, "skipped")  # type: ignore[assignment]
                 continue
             _clean_partial_files(job.run_dir)
-            live.append(_restore(job, data, device))
-        resumed_at = min((member.start for member in live), default=0)
+            runs.append(_restore(job, data, device))
+        resumed_at = min((run.progress.epoch for run in runs), default=0)
         if task is not None and resumed_at:
             task.advance(resumed_at, epoch=resumed_at)
-        for start in sorted({member.start for member in live}):
-            group = [member for member in live if member.start == start]
-            for member in _train_together(group, data, device, task):
-                results[member.job.key] = _finish(member, device)
+        for start in sorted({run.progress.epoch for run in runs}):
+            group = [run for run in runs if run.progress.epoch == start]
+            for run in _train_together(group, data, device, task):
+                results[run.job.key] = _finish(run, device)
     return [results[job.key] for job in jobs]
 
 
@@ -533,37 +581,53 @@ def _run_lock(job: TrainJob):
         lock.release()
 
 
-def _train_together(group: list[_Live], data: ImageDataset, device: str, task: Task | None) -> list[_Live]:
-    """The epoch loop of one net, or of N nets stacked: train, snapshot, checkpoint each seed."""
-    from ddz import __version__
+def _snapshot_meta(job: TrainJob, epoch: int, net: torch.nn.Module, data: ImageDataset, device: str,
+                   metrics: dict[str, float]) -> SnapshotMeta:
+    return SnapshotMeta(
+        name=job.snapshot_name(epoch), data_source=job.dataset, net_config=dict(net.config),
+        classes=tuple(data.classes), mean=tuple(data.mean), std=tuple(data.std), metrics=metrics,
+        recipe=job.recipe.to_json(), recipe_hash=job.recipe.hash(), data_fingerprint=data.fingerprint(),
+        ddz_version=__version__, created=utc_now(), train_device=device,
+        torch_threads=torch.get_num_threads(),
+    )
 
+
+def _augmentation(jobs: list[TrainJob], epoch: int, device: str
+                  ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The recipe's per-batch augmentation for `epoch`: each seed draws its own DSA parameters
+    from (seed, epoch), so a resumed or batched seed sees the draws it sees alone."""
+    if jobs[0].recipe.augment == "none":
+        return None
+    dsas = [DSA(DSAConfig(), derive_seed(job.seed, "zoo", job.arch, "dsa", epoch), device) for job in jobs]
+    if len(dsas) == 1:
+        return lambda x: dsas[0](x, dsas[0].per_sample(len(x)))
+    return lambda x: torch.stack([d(part, d.per_sample(len(part))) for d, part in zip(dsas, x, strict=True)])
+
+
+def prepared(data: ImageDataset, recipe: TrainRecipe) -> ImageDataset:
+    """The data the recipe trains on: ZCA-whitened by a fit on its training split when asked."""
+    return whitened(data)[0] if recipe.zca else data
+
+
+def _train_together(group: list[_Run], data: ImageDataset, device: str, task: Task | None) -> list[_Run]:
+    """The epoch loop of one net, or of N nets stacked: train, snapshot, checkpoint each seed."""
     first = group[0].job
     recipe = first.recipe
     if len(group) == 1:
         model, optimizer, order = group[0].net, group[0].optimizer, group[0].order
     else:
-        model = StackedNets([member.net for member in group])
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-        )
-        optimizer.load_state_dict(stack_optimizer_states([m.optimizer.state_dict() for m in group]))
-        order = [member.order for member in group]
-    base_metadata = {
-        "data_source": first.dataset,
-        "classes": list(data.classes),
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "recipe": recipe.to_json(),
-        "recipe_hash": recipe.hash(),
-        "data_fingerprint": data.fingerprint(),
-        "ddz_version": __version__,
-        # Lineage, not recipe: CPU reductions split work by thread, so bit-identical re-runs
-        # need the same device and thread count.
-        "train_device": device,
-        "torch_threads": torch.get_num_threads(),
-    }
+        model = StackedNets([run.net for run in group])
+        optimizer = _sgd(model.parameters(), recipe)
+        optimizer.load_state_dict(stack_optimizer_states([run.optimizer.state_dict() for run in group]))
+        order = [run.order for run in group]
     cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-    for epoch in range(group[0].start + 1, recipe.epochs + 1):
+    if group[0].progress.epoch == 0 and 0 in recipe.snapshots:  # the initial weights
+        nets = model.nets() if isinstance(model, StackedNets) else [model]
+        for run, net in zip(group, nets, strict=True):
+            metrics = {"test_acc": accuracy(net, data.test_images, data.test_labels)}
+            meta = _snapshot_meta(run.job, 0, net, data, device, metrics)
+            run.progress.snapshots[0] = run.job.store.save(meta, net.state_dict()).sha256
+    for epoch in range(group[0].progress.epoch + 1, recipe.epochs + 1):
         for param_group in optimizer.param_groups:
             param_group["lr"] = recipe.lr_at(epoch)
         # Anything in a net that draws from the global RNG (e.g. dropout) sees a stream fixed by
@@ -571,8 +635,9 @@ def _train_together(group: list[_Live], data: ImageDataset, device: str, task: T
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(derive_seed(first.seed, "zoo", first.arch, "epoch", epoch))
             began = time.perf_counter()
+            augment = _augmentation([run.job for run in group], epoch, device)
             losses, accs = train_epoch(model, data.train_images, data.train_labels, optimizer,
-                                       recipe.batch_size, order)
+                                       recipe.batch_size, order, augment)
             elapsed = time.perf_counter() - began
         nets = model.nets() if isinstance(model, StackedNets) else [model]
         optimizer_states = (
@@ -585,69 +650,38 @@ def _train_together(group: list[_Live], data: ImageDataset, device: str, task: T
                 accuracies(model, data.test_images, data.test_labels) if isinstance(model, StackedNets)
                 else [accuracy(model, data.test_images, data.test_labels)]
             )
-        for n, member in enumerate(group):
-            member.seconds += elapsed
-            member.images += len(data.train_images)
-            metrics: dict[str, float] = {
-                "train_loss": float(losses.reshape(-1)[n]), "train_acc": float(accs.reshape(-1)[n])
-            }
+        for n, run in enumerate(group):
+            progress = run.progress
+            progress.epoch = epoch
+            progress.seconds_train += elapsed
+            progress.images_trained += len(data.train_images)
+            metrics = {"train_loss": float(losses.reshape(-1)[n]), "train_acc": float(accs.reshape(-1)[n])}
             if test_accs is not None:
                 metrics["test_acc"] = test_accs[n]
-                record = member.job.store.save(
-                    member.job.snapshot_name(epoch), nets[n], {**base_metadata, "metrics": metrics}
-                )
-                member.snapshots[epoch] = record.sha256
-            member.history.append({"epoch": epoch, "lr": recipe.lr_at(epoch), **metrics})
-            save_checkpoint(
-                member.job, epoch, nets[n], optimizer_states[n], member.order, member.history,
-                {
-                    "snapshots": member.snapshots,
-                    "seconds_train": member.seconds,
-                    "images_trained": member.images,
-                    "resumed_from": member.start,
-                },
-            )
+                meta = _snapshot_meta(run.job, epoch, nets[n], data, device, metrics)
+                progress.snapshots[epoch] = run.job.store.save(meta, nets[n].state_dict()).sha256
+            progress.history.append({"epoch": epoch, "lr": recipe.lr_at(epoch), **metrics})
+            save_checkpoint(run.job, nets[n], optimizer_states[n], run.order, progress)
         if task is not None:
-            shown = {"epoch": epoch, "loss": round(float(losses.mean()), 4)}
-            task.advance(1, **shown)
+            task.advance(1, epoch=epoch, loss=round(float(losses.mean()), 4))
     if isinstance(model, StackedNets):
-        for member, net in zip(group, model.nets(), strict=True):
-            member.net = net
+        for run, net in zip(group, model.nets(), strict=True):
+            run.net = net
     return group
 
 
-def _finish(member: _Live, device: str) -> RunResult:
+def _finish(run: _Run, device: str) -> RunResult:
     """Write the done marker and drop the checkpoint of a finished run."""
-    job, recipe = member.job, member.job.recipe
-    history = member.history
-    last = next((h for h in reversed(history) if "test_acc" in h), history[-1] if history else {})
-    result = RunResult(
-        job.arch,
-        job.seed,
-        job.run_name,
-        "trained",
-        epochs_run=recipe.epochs - member.start,
-        resumed_from=member.start,
-        seconds_train=member.seconds,
-        images_per_sec=member.images / member.seconds if member.seconds else 0.0,
-        snapshots=member.snapshots,
-        metrics={k: v for k, v in last.items() if k in ("train_loss", "train_acc", "test_acc")},
-    )
+    job = run.job
     atomic_write_json(
         job.run_dir / "done.json",
         {
             "format": DONE_FORMAT,
             "name": job.run_name,
-            "recipe_hash": recipe.hash(),
-            "recipe": recipe.to_json(),
+            "recipe_hash": job.recipe.hash(),
+            "recipe": job.recipe.to_json(),
             "data_fingerprint": job.data_fingerprint,
-            "snapshots": {str(e): s for e, s in sorted(member.snapshots.items())},
-            "metrics": result.metrics,
-            "epochs_run": result.epochs_run,
-            "resumed_from": member.start,
-            "seconds_train": member.seconds,
-            "images_per_sec": result.images_per_sec,
-            "history": history,
+            "progress": run.progress.to_json(),
             "device": device,
             "finished": utc_now(),
         },
@@ -655,7 +689,7 @@ def _finish(member: _Live, device: str) -> RunResult:
     (job.run_dir / "checkpoint.json").unlink(missing_ok=True)
     for old in job.run_dir.glob("checkpoint-epoch*.safetensors"):
         old.unlink(missing_ok=True)
-    return result
+    return RunResult.finished(job, run.progress, "trained")
 
 
 def plan_grid(
@@ -664,38 +698,26 @@ def plan_grid(
     seeds: list[int],
     recipe: TrainRecipe,
     data: ImageDataset,
+    zoo_root: Path,
     data_root: str | Path = "data",
-    zoo_root: Path | None = None,
     device: str = "auto",
     resolution: int | None = None,
-) -> list[tuple[TrainJob, str]]:
+) -> list[tuple[TrainJob, RunState]]:
     """Every (arch, seed) job with its state ('new', 'partial', 'done'), checked before anything
     runs: unknown archs, nets that do not fit the data, and recipe clashes fail here, in one line."""
-    from ddz.nets import check_arch
-
-    recipe.validate()
     for arch in archs:
         check_arch(arch)
     if not seeds or min(seeds) < 0:
         raise ConfigError("--seeds must be at least 1 and --seed-start at least 0")
-    zoo_root = Path(zoo_root) if zoo_root is not None else ddz_home() / "zoo"
-    fingerprint = data.fingerprint()
+    root = str(Path(zoo_root).resolve())
+    fingerprint = prepared(data, recipe).fingerprint()
     jobs = []
     for arch in dict.fromkeys(archs):
-        probe = TrainJob(dataset, arch, seeds[0], recipe)
+        probe = TrainJob(dataset, arch, seeds[0], root, recipe)
         with torch.device("meta"):
             build_job_net(probe, data)
         for seed in seeds:
-            job = TrainJob(
-                dataset,
-                arch,
-                seed,
-                recipe,
-                str(Path(data_root).resolve()),
-                str(zoo_root.resolve()),
-                device,
-                fingerprint,
-                resolution,
-            )
+            job = TrainJob(dataset, arch, seed, root, recipe, str(Path(data_root).resolve()), device,
+                           fingerprint, resolution)
             jobs.append((job, run_state(job)))
     return jobs

@@ -11,12 +11,14 @@ from torch import nn
 
 from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
+from ddz.distill.methods.mtt_defaults import mtt_settings
 from ddz.errors import ConfigError, unknown_name
 from ddz.nets import build_net, check_arch
 from ddz.nets.batching import device_layout, has_batch_statistics
 from ddz.seeding import derive_seed, generator
 
-METHODS = ("dc", "dsa", "dm")
+METHODS = ("dc", "dsa", "dm", "mtt")
+MEMORY = ("unrolled", "constant")
 INITS = ("real", "noise")
 DISTANCES = ("ours", "mse", "cos")
 
@@ -48,12 +50,15 @@ def loops_for_ipc(ipc: int) -> tuple[int, int]:
 
 # The init of the reference commands: DC's README runs main.py with its default (noise), DSA's
 # README adds --init real, DM's README (and main_DM.py's default) use real.
-DEFAULT_INIT = {"dc": "noise", "dsa": "real", "dm": "real"}
+DEFAULT_INIT = {"dc": "noise", "dsa": "real", "dm": "real", "mtt": "real"}  # MTT: distill.py --pix_init
 
 
 def default_lr_img(method: str, dataset: str | None, ipc: int) -> float:
     """DC/DSA 0.1 (main.py); DM 1, except 10 on CIFAR-10 at IPC >= 100 (the DM README: lr_img 1
-    for CIFAR-10 IPC 1/10/50 and every CIFAR-100 IPC up to 125, 10 for CIFAR-10 IPC >= 100)."""
+    for CIFAR-10 IPC 1/10/50 and every CIFAR-100 IPC up to 125, 10 for CIFAR-10 IPC >= 100);
+    MTT by its table (ddz.distill.methods.mtt_defaults)."""
+    if method == "mtt":
+        return mtt_settings(dataset, ipc).lr_img
     if method != "dm":
         return 0.1
     return 10.0 if dataset == "cifar10" and ipc >= 100 else 1.0
@@ -81,20 +86,28 @@ class DistillConfig:
     inner_loop: int | None = None
     compile: bool = False
     dsa: DSAConfig = field(default_factory=DSAConfig)
+    # MTT (None: its table by data set and IPC, ddz.distill.methods.mtt_defaults)
+    syn_steps: int | None = None
+    expert_epochs: int | None = None
+    max_start_epoch: int | None = None
+    lr_lr: float | None = None
+    lr_teacher: float | None = None
+    batch_syn: int | None = None  # None after resolving: every synthetic image per student step
+    memory: str = "unrolled"  # "constant": the adjoint gradient, one student step's graph at a time
 
     @property
     def augment(self) -> bool:
-        """DSA is on for DSA and DM (the protocol), off for DC."""
-        return self.method in ("dsa", "dm")
+        """DSA is on for DSA, DM and MTT (the protocol; MTT's --dsa True), off for DC."""
+        return self.method in ("dsa", "dm", "mtt")
 
     def resolved(self, dataset: str | None = None) -> DistillConfig:
         """Every default filled in; `dataset` (its name) decides DM's lr_img."""
-        self.validate()
-        dm = self.method == "dm"
-        iterations = self.iterations if self.iterations is not None else (20000 if dm else 1000)
+        dm, mtt = self.method == "dm", self.method == "mtt"
+        iterations = self.iterations if self.iterations is not None else (
+            20000 if dm else 5000 if mtt else 1000)  # MTT: distill.py --Iteration 5000
         lr_img = self.lr_img if self.lr_img is not None else default_lr_img(self.method, dataset, self.ipc)
-        outer, inner = (None, None) if dm else loops_for_ipc(self.ipc)
-        return replace(
+        outer, inner = (None, None) if dm or mtt else loops_for_ipc(self.ipc)
+        resolved = replace(
             self,
             iterations=iterations,
             lr_img=lr_img,
@@ -102,8 +115,15 @@ class DistillConfig:
             outer_loop=self.outer_loop if self.outer_loop is not None else outer,
             inner_loop=self.inner_loop if self.inner_loop is not None else inner,
         )
+        if not mtt:
+            return resolved
+        table = mtt_settings(dataset, self.ipc)
+        filled = {key: getattr(table, key) for key in
+                  ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_teacher", "batch_syn")
+                  if getattr(self, key) is None}
+        return replace(resolved, **filled)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(unknown_name("method", self.method, METHODS))
         if self.init is not None and self.init not in INITS:
@@ -113,6 +133,16 @@ class DistillConfig:
         check_arch(self.arch)
         if self.ipc < 1:
             raise ConfigError(f"--ipc must be at least 1, got {self.ipc}")
+        if self.memory not in MEMORY:
+            raise ConfigError(unknown_name("--memory", self.memory, MEMORY))
+        for name in ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("lr_lr", "lr_teacher"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.iterations is not None and self.iterations < 0:
             raise ConfigError(f"--iterations must be >= 0, got {self.iterations}")
         for name in ("batch_real", "batch_train", "outer_loop", "inner_loop"):

@@ -7,7 +7,7 @@ a `weights_file` named in registry.yaml; `weights: null` builds random weights (
 Nothing is unpickled: torchvision checkpoints are read with torch.load(weights_only=True).
 
 This module holds the specs and their checks, and imports no torch (listing the zoo needs no
-torch); ddz.zoo.external_models builds and loads the models.
+torch); ddz.zoo.sources.external builds and loads the models.
 """
 
 from __future__ import annotations
@@ -116,7 +116,3 @@ def external_specs(overrides: dict[str, dict[str, Any]], base: Path | None = Non
     for name, raw in overrides.items():
         specs[name] = check_external(name, raw, base)
     return specs
-
-
-# ---------------------------------------------------------------------------------------------
-# Wrappers: the `embed` / `forward` face that guidance expects

@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
+from ddz import __version__
 from ddz.errors import ConfigError
 from ddz.io import atomic_write_text
-from ddz.zoo.registry import HEX40, HEX64, SOURCES, Resolved
-from ddz.zoo.store import utc_now
+from ddz.zoo.records import HEX40, HEX64, SOURCES, Resolved, utc_now
 
 LOCK_FORMAT = "ddz.lock/1"
 
@@ -27,8 +27,6 @@ def _is_yaml(path: Path) -> bool:
 
 def lock_document(rows: Sequence[Resolved], queries: Sequence[str],
                   where: str | None = None) -> dict[str, Any]:
-    from ddz import __version__
-
     return {
         "format": LOCK_FORMAT,
         "queries": list(queries),
@@ -77,7 +75,10 @@ def read_lock(path: str | Path) -> list[Resolved]:
         where = f"lockfile {path}, ptms[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ConfigError(f"{where}: each row needs a name")
-        row = Resolved.from_json(entry)
+        try:
+            row = Resolved.from_json(entry)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"{where} ({entry['name']}): bad metadata ({error})") from None
         if row.source not in SOURCES:
             raise ConfigError(f"{where} ({row.name}): source must be one of {', '.join(SOURCES)}")
         if row.source != "external" and not (row.sha256 and HEX64.fullmatch(row.sha256)):
