@@ -5,6 +5,7 @@ process group; and the plain-line progress of the ranks that do not draw bars.""
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +43,38 @@ def _forward(stream: str, line: str) -> None:
     print(line, file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
 
 
+# What torchrun (and ddz's own launchers) put in every rank's environment.
+RANK_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def in_rank_environment() -> bool:
+    """True in a process that torchrun (or a ddz launcher) started as one rank of several."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def join_from_environment(timeout_s: float, device: str) -> Any:
+    """Join the group that torchrun's variables describe."""
+    from ddz.distributed.local import LOOPBACK
+    from ddz.distributed.ranks import join
+    from ddz.errors import ConfigError
+
+    missing = [name for name in RANK_ENV if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE is set but {', '.join(missing)} is not: start ranks with torchrun or ddz --nproc"
+        )
+    if os.environ["MASTER_ADDR"] in LOOPBACK:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo would otherwise bind the hostname's address
+    return join(
+        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]), timeout_s, device, int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
 def start_or_join(options: RankOptions) -> Any:
     """The Ranks this process belongs to, or None when it started the ranks itself and they have
     finished (the command is then done). Exits with status 2 when rank 0 reported bad input."""
-    from ddz.distributed.ranks import in_rank_environment, join_from_environment, rank_device
+    from ddz.distributed.ranks import rank_device
 
     options.validate()
     if in_rank_environment():

@@ -243,50 +243,36 @@ def evaluate_synset(
     progress = progress or NullProgress()
     images = images.to(dataset.device)
     labels = labels.to(dataset.device)
-    pairs = [(arch, i) for arch in config.archs for i in range(config.models)]
-    mine = pairs[ranks.rank :: ranks.world]
-    accs: dict[tuple[str, int], float] = {}
+    mine = [(arch, i) for arch in config.archs for i in range(config.models)][ranks.rank :: ranks.world]
+    found: dict[tuple[str, int], float] = {}
     for arch in config.archs:
         indices = [i for a, i in mine if a == arch]
-        if indices:
-            accs.update(zip([(arch, i) for i in indices], _train_and_test(
-                arch, images, labels, dataset, config, [derive_seed(seed, "eval", arch, i) for i in indices],
-                progress, notes,
-            ), strict=True))
-    for part in ranks.gather_objects(accs):
-        accs.update(part)
+        if not indices:
+            continue
+        epochs = config.epochs_for(dataset, arch)
+        seeds = [derive_seed(seed, "eval", arch, i) for i in indices]
+        why_not = stackable(fresh_net(arch, dataset, seeds[0], torch.device("meta")))
+        if config.batched and why_not is None:
+            task = progress.task(f"eval {arch} x{len(seeds)}", epochs + 1)
+            net = train_stacked(arch, images, labels, dataset, config, seeds, task)
+            accs = accuracies(net, dataset.test_images, dataset.test_labels)
+        else:
+            if config.batched and notes is not None:
+                notes.append(
+                    f"{arch}: its {config.models} models train one by one ({why_not} cannot be batched)"
+                )
+            task = progress.task(f"eval {arch}", len(seeds) * (epochs + 1))
+            nets = [train_net(arch, images, labels, dataset, config, s, task) for s in seeds]
+            accs = [accuracy(net, dataset.test_images, dataset.test_labels) for net in nets]
+        task.close()
+        found.update(zip([(arch, i) for i in indices], accs, strict=True))
+    for part in ranks.gather_objects(found):
+        found.update(part)
     return {
-        arch: ArchResult([accs[arch, i] for i in range(config.models)], config.epochs_for(dataset, arch),
+        arch: ArchResult([found[arch, i] for i in range(config.models)], config.epochs_for(dataset, arch),
                          config.models)
         for arch in config.archs
     }
-
-
-def _train_and_test(
-    arch: str,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    dataset: ImageDataset,
-    config: EvalConfig,
-    seeds: list[int],
-    progress: Progress,
-    notes: list[str] | None,
-) -> list[float]:
-    """The test accuracies of one net per seed: stacked when `config.batched` and the arch allows."""
-    epochs = config.epochs_for(dataset, arch)
-    why_not = stackable(fresh_net(arch, dataset, seeds[0], torch.device("meta")))
-    if config.batched and why_not is None:
-        task = progress.task(f"eval {arch} x{len(seeds)}", epochs + 1)
-        net = train_stacked(arch, images, labels, dataset, config, seeds, task)
-        accs = accuracies(net, dataset.test_images, dataset.test_labels)
-    else:
-        if config.batched and notes is not None:
-            notes.append(f"{arch}: its {config.models} models train one by one ({why_not} cannot be batched)")
-        task = progress.task(f"eval {arch}", len(seeds) * (epochs + 1))
-        nets = [train_net(arch, images, labels, dataset, config, s, task) for s in seeds]
-        accs = [accuracy(net, dataset.test_images, dataset.test_labels) for net in nets]
-    task.close()
-    return accs
 
 
 def random_real(dataset: ImageDataset, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

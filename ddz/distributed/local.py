@@ -27,6 +27,7 @@ Forward = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line)
 SETTLE_S = 3.0  # how long the other ranks may take to stop by themselves after one failed
 USAGE_STATUS = 2  # what the CLI exits with after printing its one-line error
 ERROR_PREFIX = "error:"  # how the CLI's one-line error starts
+LOOPBACK = ("127.0.0.1", "localhost")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,6 +55,8 @@ def rank_environment(
         "MASTER_ADDR": master, "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1",
     }
     env.setdefault("OMP_NUM_THREADS", str(threads))
+    if master in LOOPBACK:
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo would otherwise bind the hostname's address
     return env
 
 

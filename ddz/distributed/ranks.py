@@ -8,7 +8,6 @@ other ranks (`received`), the payload the collective moved, not the transport's 
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,9 +20,6 @@ import torch.distributed as dist
 from ddz.errors import ConfigError, DDZError
 
 DEFAULT_TIMEOUT_S = 300.0
-# What torchrun (and ddz's own launchers) put in every rank's environment.
-RANK_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-LOOPBACK = ("127.0.0.1", "localhost")
 
 
 class RankFailure(DDZError):
@@ -116,12 +112,6 @@ class Ranks:
 SINGLE = Ranks()
 
 
-def in_rank_environment(environ: dict[str, str] | None = None) -> bool:
-    """True in a process that torchrun (or a ddz launcher) started as one rank of several."""
-    environ = os.environ if environ is None else environ
-    return int(environ.get("WORLD_SIZE", "1") or 1) > 1
-
-
 def join(
     rank: int,
     world: int,
@@ -138,8 +128,6 @@ def join(
     if world == 1:
         return Ranks()
     backend = "nccl" if device.startswith("cuda") else "gloo"
-    if master_addr in LOOPBACK:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo would otherwise bind the hostname's address
     local_rank = rank if local_rank is None else local_rank
     if backend == "nccl":
         torch.cuda.set_device(local_rank if device == "cuda" else torch.device(device))
@@ -151,22 +139,6 @@ def join(
         timeout=timedelta(seconds=timeout_s),
     )
     return Ranks(rank, world, local_rank)
-
-
-def join_from_environment(timeout_s: float = DEFAULT_TIMEOUT_S, device: str = "cpu") -> Ranks:
-    """The ranks torchrun's environment describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
-    LOCAL_RANK); SINGLE outside one."""
-    if not in_rank_environment():
-        return Ranks()
-    missing = [name for name in RANK_ENV if not os.environ.get(name)]
-    if missing:
-        raise ConfigError(
-            f"WORLD_SIZE is set but {', '.join(missing)} is not: start ranks with torchrun or ddz --nproc"
-        )
-    return join(
-        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), os.environ["MASTER_ADDR"],
-        int(os.environ["MASTER_PORT"]), timeout_s, device, int(os.environ.get("LOCAL_RANK", "0")),
-    )
 
 
 def rank_device(device: str, ranks: Ranks) -> str:

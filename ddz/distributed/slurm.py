@@ -10,7 +10,6 @@ interface) at a port chosen when the job is submitted. The submitting process wa
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 from ddz.distributed.local import describe_exit, free_port, rank_environment
 from ddz.distributed.ranks import RankFailure
 from ddz.errors import ConfigError, first_line
-from ddz.zoo.launch import log_tail
+from ddz.zoo.launch import log_tail, slurm_submitit
 
 
 def run_rank_task(argv: list[str], port: int) -> int:
@@ -71,15 +70,7 @@ class SlurmRanks:
             raise ConfigError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
 
     def executor(self, folder: Path) -> Any:
-        try:
-            import submitit
-        except ImportError:
-            raise ConfigError(
-                "--launcher slurm needs submitit; install it with pip install 'ddz[slurm]'"
-            ) from None
-        if shutil.which("sbatch") is None:
-            raise ConfigError("--launcher slurm needs sbatch on PATH; run from a SLURM login node")
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+        executor = slurm_submitit().AutoExecutor(folder=folder / "%j", cluster="slurm")
         params: dict[str, Any] = {
             "name": "ddz-ranks", "nodes": self.nodes, "tasks_per_node": self.tasks_per_node,
             "timeout_min": self.time_min, "slurm_additional_parameters": {"export": "ALL"},

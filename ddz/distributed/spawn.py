@@ -4,6 +4,7 @@ The function must be importable (defined at a module's top level)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from ddz.distributed.ranks import join
 
 def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, out: str, threads: int) -> None:
     torch.set_num_threads(threads)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the group meets on 127.0.0.1
     ranks = join(rank, world, "127.0.0.1", port, timeout_s=120)
     try:
         torch.save(fn(ranks, *args), Path(out) / f"rank{rank}.pt")

@@ -23,17 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddz.data.base import ImageDataset
-from ddz.distill.guidance import Guidance
 from ddz.distill.methods.base import (
-    DistillConfig,
+    ClassMatching,
     IterationRNG,
     NetSource,
     SynState,
-    real_batch_size,
 )
 from ddz.distill.methods.distance import gradient_distance, matched_parameters
-from ddz.distributed.shard import ClassShard
 from ddz.nets.batching import cross_entropy_grad, has_batch_statistics, micro_batch
 from ddz.training import train_epoch
 
@@ -83,21 +79,13 @@ def matching_loss(
     return gradient_distance(g_syn, g_real, metric)
 
 
-class GradientMatching:
+class GradientMatching(ClassMatching):
     """DC (`config.method == "dc"`) and DSA (`"dsa"`)."""
 
-    def __init__(
-        self,
-        config: DistillConfig,
-        dataset: ImageDataset,
-        guidance: Guidance | None = None,
-        shard: ClassShard | None = None,
-    ):
-        self.config, self.dataset, self.guidance = config, dataset, guidance
-        self.shard = shard or ClassShard(dataset.num_classes, config.ipc)
+    def prepare(self) -> None:
+        config, dataset = self.config, self.dataset
         self.name = config.method
         self.nets = NetSource(config, dataset, entry="forward")
-        self.n_real = real_batch_size(dataset, config.batch_real)
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
         cfg, data, shard = self.config, self.dataset, self.shard

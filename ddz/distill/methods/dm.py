@@ -25,9 +25,7 @@ import torch
 
 from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
-from ddz.distill.guidance import Guidance
-from ddz.distill.methods.base import DistillConfig, IterationRNG, NetSource, SynState, real_batch_size
-from ddz.distributed.shard import ClassShard
+from ddz.distill.methods.base import ClassMatching, DistillConfig, IterationRNG, NetSource, SynState
 from ddz.errors import ConfigError
 from ddz.nets.batching import forward_in_pieces, micro_batch
 
@@ -72,20 +70,12 @@ def dm_loss(
     return ((real_mean - syn_mean) ** 2).sum()
 
 
-class DistributionMatching:
+class DistributionMatching(ClassMatching):
     name = "dm"
 
-    def __init__(
-        self,
-        config: DistillConfig,
-        dataset: ImageDataset,
-        guidance: Guidance | None = None,
-        shard: ClassShard | None = None,
-    ):
-        self.config, self.dataset, self.guidance = config, dataset, guidance
-        self.shard = shard or ClassShard(dataset.num_classes, config.ipc)
+    def prepare(self) -> None:
+        config, dataset = self.config, self.dataset
         self.nets = NetSource(config, dataset, entry="embed")
-        self.n_real = real_batch_size(dataset, config.batch_real)
         # BatchNorm statistics must cover every class, as in the reference: one forward, no chunks.
         if self.nets.batch_statistics:
             if self.shard.sharded:
