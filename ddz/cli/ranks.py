@@ -30,7 +30,7 @@ class RankOptions:
     mem_gb: float | None = None
     cpus_per_task: int | None = None
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         from ddz.errors import ConfigError
 
         if self.nproc < 1:
@@ -76,7 +76,6 @@ def start_or_join(options: RankOptions) -> Any:
     finished (the command is then done). Exits with status 2 when rank 0 reported bad input."""
     from ddz.distributed.ranks import rank_device
 
-    options.validate()
     if in_rank_environment():
         ranks = join_from_environment(options.dist_timeout, settings.torch_device)
         atexit.register(ranks.close)

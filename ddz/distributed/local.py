@@ -78,14 +78,13 @@ class LocalRanks:
     threads: int | None = None
     settle_s: float = SETTLE_S
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.nproc < 1:
             raise ConfigError(f"--nproc must be at least 1, got {self.nproc}")
 
     def run(self, argv: list[str], forward: Forward, environ: dict[str, str] | None = None) -> int:
         """Run `ddz argv` as nproc ranks until all are done. 0: every rank succeeded; 2: rank 0
         stopped on bad input and has said so itself; otherwise RankFailure names the rank."""
-        self.validate()
         threads = self.threads or max(1, (os.cpu_count() or 1) // self.nproc)
         port, base = free_port(), dict(os.environ if environ is None else environ)
         ranks = []

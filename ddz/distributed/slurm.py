@@ -62,7 +62,7 @@ class SlurmRanks:
     def world(self) -> int:
         return self.nodes * self.tasks_per_node
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for name in ("nodes", "tasks_per_node", "time_min"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -85,7 +85,6 @@ class SlurmRanks:
 
     def run(self, argv: list[str] | tuple[str, ...]) -> SlurmDone:
         """Submit the job and wait for it; RankFailure names the first rank that failed."""
-        self.validate()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         folder = self.jobs_root / f"ranks-{stamp}-{os.getpid()}"
         try:
