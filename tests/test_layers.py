@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("ddz", "ddz.errors", "ddz.seeding", "ddz.progress", "ddz.io", "ddz.devices"),
     ("ddz.data", "ddz.nets"),
-    ("ddz.training",),
+    ("ddz.training", "ddz.distributed.ranks", "ddz.distributed.shard"),
     ("ddz.zoo.query", "ddz.zoo.external_spec", "ddz.zoo.records", "ddz.zoo.paths", "ddz.zoo.hub_url",
      "ddz.zoo.ptm"),
     ("ddz.zoo.registry", "ddz.zoo.lockfile"),
     ("ddz.zoo.sources",),
     ("ddz.zoo.resolve", "ddz.zoo.fetch", "ddz.zoo.publish", "ddz.zoo.external_models", "ddz.zoo.loading",
-     "ddz.zoo.train", "ddz.zoo.launch"),
+     "ddz.zoo.train", "ddz.zoo.launch", "ddz.distributed.local", "ddz.distributed.slurm",
+     "ddz.distributed.spawn"),
     ("ddz.zoo.api",),
     ("ddz.distill",),
     ("ddz.demo",),
@@ -32,9 +33,10 @@ LAYERS: list[tuple[str, ...]] = [
 # do not need it: the CLI's command bodies, and the facade's torch-using methods.
 LAZY_OK = ("ddz.cli", "ddz.zoo.api")
 # Modules that may read os.environ: the CLI edge, the one place the zoo's paths are read, the
-# launchers' workers (SLURM's own variables, the environment handed to jobs), git's identity,
-# and SOURCE_DATE_EPOCH for reproducible timestamps.
-ENV_OK = ("ddz.cli", "ddz.zoo.paths", "ddz.zoo.launch", "ddz.zoo.sources.hub", "ddz.zoo.records")
+# launchers' workers (SLURM's own variables, the environment handed to jobs and ranks), git's
+# identity, and SOURCE_DATE_EPOCH for reproducible timestamps.
+ENV_OK = ("ddz.cli", "ddz.zoo.paths", "ddz.zoo.launch", "ddz.zoo.sources.hub", "ddz.zoo.records",
+          "ddz.distributed.local", "ddz.distributed.slurm", "ddz.distributed.spawn")
 
 
 def layer_of(module: str) -> int:

@@ -33,6 +33,7 @@ class Settings:
     device: str = "auto"
     seed: int = 0
     debug: bool = False
+    argv: tuple[str, ...] = ()  # the command line as given (launchers re-run it in every rank)
 
     @property
     def torch_device(self) -> str:
@@ -50,6 +51,11 @@ class Settings:
 settings = Settings()
 
 
+def format_fields(fields: dict[str, Any]) -> str:
+    """Progress fields as `key=value`, floats to 3 significant digits."""
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id: int, description: str):
         self.progress, self.task_id, self.description = progress, task_id, description
@@ -57,10 +63,7 @@ class _RichTask:
     def advance(self, steps: int = 1, **fields: Any) -> None:
         description = self.description
         if fields:
-            shown = " ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
-            )
-            description = f"{self.description} [dim]{shown}[/dim]"
+            description = f"{self.description} [dim]{format_fields(fields)}[/dim]"
         self.progress.update(self.task_id, advance=steps, description=description)
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import typer
 from ddz.cli.common import RichProgress, console, out, settings, write_json
 from ddz.cli.eval import results_table
 from ddz.cli.main import app
+from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
 from ddz.errors import ConfigError
 
 
@@ -106,8 +107,24 @@ def distill_command(
         "unrolled", "--memory", help="MTT: unrolled (keep the graph) | constant (one step's graph at a time)."
     ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the run report as JSON here."),
+    nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
+    dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
+    launcher: str = typer.Option(
+        "local", "--launcher", help="local (--nproc ranks here) | slurm (one job of --nodes x tasks)."
+    ),
+    nodes: int = typer.Option(1, "--nodes", help="slurm: nodes."),
+    gpus_per_node: int = typer.Option(
+        0, "--gpus-per-node", help="slurm: GPUs per node, one rank each (0: --nproc CPU ranks per node)."
+    ),
+    partition: str | None = typer.Option(None, "--partition", help="slurm: partition."),
+    time_limit: int = typer.Option(240, "--time", help="slurm: job time limit in minutes."),
+    mem_gb: float | None = typer.Option(None, "--mem-gb", help="slurm: memory per node in GB."),
+    cpus_per_task: int | None = typer.Option(None, "--cpus-per-task", help="slurm: CPUs (threads) per rank."),
 ) -> None:
-    """Distil a data set into IPC images per class, then evaluate the synthetic set(s)."""
+    """Distil a data set into IPC images per class, then evaluate the synthetic set(s).
+
+    Over several ranks (--nproc N, --launcher slurm, or torchrun --nproc-per-node N -m ddz
+    distill ...) the classes are sharded over the ranks and rank 0 writes every file."""
     from ddz.data import check_dataset_name, load_dataset
     from ddz.data.zca import whitened
     from ddz.distill.alphas import parse_alpha_options
@@ -147,6 +164,12 @@ def distill_command(
         augment=eval_augment, batched=eval_batched, compile=eval_compile,
     )
     check_dataset_name(dataset)
+    ranks = start_or_join(RankOptions(
+        nproc, dist_timeout, launcher, nodes, gpus_per_node, partition, time_limit, mem_gb, cpus_per_task,
+    ))
+    if ranks is None:
+        return  # the ranks this process started have done the work
+    say = console.print if ranks.is_main else (lambda *args, **kwargs: None)
 
     device = settings.torch_device
     data = load_dataset(dataset, settings.data_root, device, resolution)
@@ -164,20 +187,20 @@ def distill_command(
     guide = None
     if ptm:
         guide = Guidance(settings.zoo().load_ptms(ptm, device), data, guide_config, config.method, ipc)
-        console.print(f"guidance: {guide.kind}, alpha {guide.alpha} ({guide.alpha_source})",
-                      markup=False, highlight=False, soft_wrap=True)
+        say(f"guidance: {guide.kind}, alpha {guide.alpha} ({guide.alpha_source})",
+            markup=False, highlight=False, soft_wrap=True)
     seeds = [settings.seed + k for k in range(runs)]
     folders = run_folders(out_dir, dataset, config.method, ipc, seeds, guide)
 
     synsets, per_run, seconds_eval, notes = [], [], 0.0, []
-    with RichProgress() as progress:
+    with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
         for seed, folder in zip(seeds, folders, strict=True):
             synset = distill(
                 data, config, seed, guide, folder, checkpoint_every, progress,
-                dataset_name=dataset, ptm_query=ptm, experts=buffer,
+                dataset_name=dataset, ptm_query=ptm, experts=buffer, ranks=ranks,
             )
             synsets.append(synset)
-            console.print(
+            say(
                 f"synthetic set: {folder / SYNSET_FILE}\ngrid: {folder / GRID_FILE}",
                 markup=False, highlight=False, soft_wrap=True,
             )
@@ -187,9 +210,11 @@ def distill_command(
                 run_eval = replace(eval_config, lr=synset.lr) if synset.lr is not None else eval_config
                 per_run.append(evaluate_cached(
                     synset.images, synset.labels, data, run_eval, seed, folder / EVAL_CACHE_FILE, progress,
-                    notes,
+                    notes, ranks,
                 ))
                 seconds_eval += time.perf_counter() - started
+    if not ranks.is_main:
+        return
     for note in dict.fromkeys(notes):
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     first = synsets[0]
@@ -199,7 +224,7 @@ def distill_command(
         ptm_query=list(first.ptm_query), ptms=list(first.ptms), guidance=first.guidance,
         alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
         seconds_distill=sum(s.seconds_distill for s in synsets),
-        seconds_eval=seconds_eval,
+        seconds_eval=seconds_eval, world_size=ranks.world,
         synset=str(folders[0] / SYNSET_FILE) if runs == 1 else None,
         lr=[s.lr for s in synsets] if first.lr is not None else None,
         runs=[

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ddz.cli.common import RichProgress, out, settings, write_json
 from ddz.cli.main import app
+from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
 from ddz.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -64,16 +65,14 @@ def eval_command(
         False, "--compile", help="torch.compile the nets: pays on a GPU for long runs (compiles for seconds)."
     ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
+    nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
+    dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
 ) -> None:
     """Evaluate by the protocol: N fresh nets per arch, SGD, accuracy on the real test set.
 
     Several synthetic sets (or --random-real --runs N) are evaluated one after another, set k with
     seed S+k, and summarised as the reference does: mean and std over all sets x models."""
-    from ddz.data import load_dataset
-    from ddz.data.zca import whitened
-    from ddz.distill.evaluate import EvalConfig, combine_runs, evaluate_synset, random_real
-    from ddz.distill.report import RunReport, run_record
-    from ddz.distill.synset import load_synset
+    from ddz.distill.evaluate import EvalConfig
 
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
@@ -81,6 +80,28 @@ def eval_command(
     )
     if runs < 1:
         raise ConfigError(f"--runs must be at least 1, got {runs}")
+    ranks = start_or_join(RankOptions(nproc, dist_timeout))
+    if ranks is None:
+        return  # the ranks this process started have done the work
+    try:
+        _evaluate_on_ranks(
+            ranks, config, synsets, dataset, random_real_baseline, ipc, runs, resolution, json_path
+        )
+    finally:
+        ranks.close()
+
+
+def _evaluate_on_ranks(
+    ranks, config, synsets, dataset, random_real_baseline, ipc, runs, resolution, json_path
+) -> None:
+    """The command's work in one rank (or the only process): the models are dealt out over the
+    ranks; rank 0 prints and writes."""
+    from ddz.data import load_dataset
+    from ddz.data.zca import whitened
+    from ddz.distill.evaluate import combine_runs, evaluate_synset, random_real
+    from ddz.distill.report import RunReport, run_record
+    from ddz.distill.synset import load_synset
+
     device = settings.torch_device
     seeds = [settings.seed + k for k in range(runs if random_real_baseline else len(synsets or [1]))]
     per_run = []
@@ -116,15 +137,18 @@ def eval_command(
         names = [str(path) for path in synsets]
     started = time.perf_counter()
     notes: list[str] = []
-    with RichProgress() as progress:
+    with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
         for images, labels, seed in sets:
-            per_run.append(evaluate_synset(images, labels, data, config, seed, progress, notes))
+            per_run.append(evaluate_synset(images, labels, data, config, seed, progress, notes, ranks))
+    if not ranks.is_main:
+        return
     for note in dict.fromkeys(notes):
         out.print(note)
     several = len(sets) > 1
     report = RunReport(
         dataset=data.name, ipc=ipc, seed=settings.seed, eval=combine_runs(per_run),
-        seconds_eval=time.perf_counter() - started, synset=None if several else names[0],
+        seconds_eval=time.perf_counter() - started, world_size=ranks.world,
+        synset=None if several else names[0],
         runs=[
             run_record(seed, name, result)
             for (_, _, seed), name, result in zip(sets, names, per_run, strict=True)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ddz import __version__
 from ddz.cli.common import console, settings
@@ -48,6 +49,7 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; usage errors are Typer's (exit 2), DDZErrors print one line (exit 2)."""
+    settings.argv = tuple(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as done:
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except DDZError as error:
         if settings.debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -55,6 +55,10 @@ class DSAParams:
     def groups(self) -> int:
         return len(self.tokens)
 
+    def select(self, start: int, stop: int) -> DSAParams:
+        """The parameter sets of groups start..stop-1."""
+        return DSAParams(self.tokens[start:stop], self.uniforms[start:stop])
+
 
 def sample_params(
     config: DSAConfig,

@@ -69,10 +69,15 @@ class ImageDataset:
     def class_counts(self) -> list[int]:
         return [len(idx) for idx in self.class_indices()]
 
-    def sample_all_classes(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_all_classes(
+        self, n: int, generator: torch.Generator, classes: range | None = None
+    ) -> torch.Tensor:
         """(K, n, C, H, W): n random images of every class, drawn on the device, no host sync.
 
-        Needs every class to have at least n images (use min(n, min(class_counts()))).
+        Needs every class to have at least n images (use min(n, min(class_counts()))). With
+        `classes`, only those rows (len(classes), n, C, H, W), but the same images they get in a
+        draw of every class: the generator advances alike, so ranks that each take their own
+        classes together draw what one process draws.
         """
         per_class = [idx for idx in self.class_indices()]
         sizes = torch.tensor([len(i) for i in per_class], device=self.device)
@@ -82,8 +87,10 @@ class ImageDataset:
         keys = torch.where(
             torch.arange(keys.shape[1], device=self.device)[None, :] < sizes[:, None], keys, 2.0
         )
-        local = torch.argsort(keys, dim=1)[:, :n]
         padded = torch.nn.utils.rnn.pad_sequence(per_class, batch_first=True)
+        if classes is not None:
+            keys, padded = keys[classes.start : classes.stop], padded[classes.start : classes.stop]
+        local = torch.argsort(keys, dim=1)[:, :n]
         global_idx = torch.gather(padded, 1, local)
         return self.train_images[global_idx]
 

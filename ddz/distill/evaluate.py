@@ -30,6 +30,7 @@ from torch import nn
 from ddz.data.augment import DSA, DSAConfig, DSAParams, augment
 from ddz.data.base import ImageDataset
 from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
+from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.errors import ConfigError, unknown_name
 from ddz.io import atomic_write_json, content_sha256
 from ddz.nets import build_net, check_arch
@@ -232,21 +233,27 @@ def evaluate_synset(
     seed: int = 0,
     progress: Progress | None = None,
     notes: list[str] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, ArchResult]:
     """Evaluate a synthetic set on every arch in `config.archs`, `config.models` nets each.
 
     An arch that cannot be stacked trains its nets one after another; `notes` gets one line
-    saying so."""
+    saying so. Over several `ranks` the (arch, model) pairs are dealt out in turn, each rank
+    trains its own, and every rank gets all accuracies (model i is the same net on any rank)."""
     progress = progress or NullProgress()
-    results: dict[str, ArchResult] = {}
     images = images.to(dataset.device)
     labels = labels.to(dataset.device)
+    mine = [(arch, i) for arch in config.archs for i in range(config.models)][ranks.rank :: ranks.world]
+    found: dict[tuple[str, int], float] = {}
     for arch in config.archs:
+        indices = [i for a, i in mine if a == arch]
+        if not indices:
+            continue
         epochs = config.epochs_for(dataset, arch)
-        seeds = [derive_seed(seed, "eval", arch, i) for i in range(config.models)]
+        seeds = [derive_seed(seed, "eval", arch, i) for i in indices]
         why_not = stackable(fresh_net(arch, dataset, seeds[0], torch.device("meta")))
         if config.batched and why_not is None:
-            task = progress.task(f"eval {arch} x{config.models}", epochs + 1)
+            task = progress.task(f"eval {arch} x{len(seeds)}", epochs + 1)
             net = train_stacked(arch, images, labels, dataset, config, seeds, task)
             accs = accuracies(net, dataset.test_images, dataset.test_labels)
         else:
@@ -254,12 +261,18 @@ def evaluate_synset(
                 notes.append(
                     f"{arch}: its {config.models} models train one by one ({why_not} cannot be batched)"
                 )
-            task = progress.task(f"eval {arch}", config.models * (epochs + 1))
+            task = progress.task(f"eval {arch}", len(seeds) * (epochs + 1))
             nets = [train_net(arch, images, labels, dataset, config, s, task) for s in seeds]
             accs = [accuracy(net, dataset.test_images, dataset.test_labels) for net in nets]
         task.close()
-        results[arch] = ArchResult(accs, epochs, config.models)
-    return results
+        found.update(zip([(arch, i) for i in indices], accs, strict=True))
+    for part in ranks.gather_objects(found):
+        found.update(part)
+    return {
+        arch: ArchResult([found[arch, i] for i in range(config.models)], config.epochs_for(dataset, arch),
+                         config.models)
+        for arch in config.archs
+    }
 
 
 def random_real(dataset: ImageDataset, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,6 +305,7 @@ def evaluate_cached(
     cache: Path | None = None,
     progress: Progress | None = None,
     notes: list[str] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, ArchResult]:
     """`evaluate_synset`, kept in `cache` (a JSON file) keyed by the synthetic set's content, the
     evaluation settings and the seed, so that a re-run (e.g. a resumed `--runs N`) reuses it."""
@@ -306,7 +320,7 @@ def evaluate_cached(
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return {arch: ArchResult.from_json(result) for arch, result in saved["eval"].items()}
-    results = evaluate_synset(images, labels, dataset, config, seed, progress, notes)
-    if cache is not None:
+    results = evaluate_synset(images, labels, dataset, config, seed, progress, notes, ranks)
+    if cache is not None and ranks.is_main:
         atomic_write_json(cache, {"key": key, "eval": {a: r.to_json() for a, r in results.items()}})
     return results

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ddz.data.base import ImageDataset
 from ddz.distill.alphas import AlphaChoice, resolve_alphas
+from ddz.distributed.shard import ClassShard
 from ddz.errors import ConfigError, unknown_name
 from ddz.zoo.ptm import PTM
 
@@ -41,11 +42,21 @@ def cclom_loss(
 ) -> torch.Tensor:
     """sum(M * D) / sum(D) with D = 1 - cos between every (synthetic, real) feature pair and
     M[i, j] = 1 where synthetic i and real j share a label (without alpha)."""
+    same, distance = cclom_terms(syn_features, syn_labels, real_features, real_labels)
+    return (same * distance).sum() / distance.sum()
+
+
+def cclom_terms(
+    syn_features: torch.Tensor,
+    syn_labels: torch.Tensor,
+    real_features: torch.Tensor,
+    real_labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """M and D of CCLoM (see `cclom_loss`)."""
     same = (syn_labels[:, None] == real_labels[None, :]).to(syn_features.dtype)
     syn = syn_features / syn_features.norm(dim=-1, keepdim=True)
     real = real_features / real_features.norm(dim=-1, keepdim=True)
-    distance = 1 - syn @ real.T
-    return (same * distance).sum() / distance.sum()
+    return same, 1 - syn @ real.T
 
 
 @dataclass(frozen=True)
@@ -144,18 +155,45 @@ class Guidance:
         labels: torch.Tensor,
         pick_generator: torch.Generator,
         data_generator: torch.Generator,
+        shard: ClassShard | None = None,
     ) -> torch.Tensor:
+        """The guidance loss of the synthetic set. With a sharded `shard`, `images` are this rank's
+        and the losses of all ranks add up to the loss of the whole set, and so do their gradients."""
         index = self.pick(pick_generator)
         ptm, kind = self.ptms[index], self.kinds[index]
         alpha = self.alphas.per_arch[ptm_arch(ptm)]
         data = self.dataset
         x = ptm.adapt(images, data.mean, data.std)
+        sharded = shard is not None and shard.sharded
         if kind == "clom":
-            return alpha * clom_loss(ptm.net(x), labels)
+            logits = ptm.net(x)
+            if sharded:  # the mean over the whole set: this rank's sum over all images
+                return alpha * F.cross_entropy(logits, labels, reduction="sum") / shard.total_images
+            return alpha * clom_loss(logits, labels)
         pick = torch.randint(
             len(data.train_images), (self.config.cclom_batch,),
             generator=data_generator, device=data_generator.device,
         ).to(data.device)
         with torch.no_grad():
             real = ptm.net.embed(ptm.adapt(data.train_images[pick], data.mean, data.std))
+        if sharded:
+            return alpha * sharded_cclom_loss(ptm.net.embed(x), labels, real, data.train_labels[pick], shard)
         return alpha * cclom_loss(ptm.net.embed(x), labels, real, data.train_labels[pick])
+
+
+def sharded_cclom_loss(
+    syn_features: torch.Tensor,
+    syn_labels: torch.Tensor,
+    real_features: torch.Tensor,
+    real_labels: torch.Tensor,
+    shard: ClassShard,
+) -> torch.Tensor:
+    """This rank's part of sum(M * D) / sum(D) when each rank holds some synthetic rows.
+
+    With n, d this rank's sums and N, D the sums over ranks (summed across ranks, constants):
+    n / D - N (d - d.detach()) / D^2. Its gradient is that of N / D with respect to this rank's
+    images (dn / D - N dd / D^2), and its value n / D sums to N / D over the ranks."""
+    same, distance = cclom_terms(syn_features, syn_labels, real_features, real_labels)
+    own = torch.stack([(same * distance).sum(), distance.sum()])
+    total_same, total = shard.ranks.sum(own)
+    return own[0] / total - total_same * (own[1] - own[1].detach()) / total**2

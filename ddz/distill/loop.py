@@ -6,6 +6,10 @@ and settings resumes from the checkpoint and ends with the same images as an uni
 (every random stream is derived from (seed, purpose, iteration); the checkpoint holds the images
 and the momentum buffer); a finished run is loaded, not recomputed. A larger `iterations`
 continues a finished run.
+
+With `ranks` (several processes, ddz.distributed) each rank learns the images of its classes;
+rank 0 writes the checkpoint, the synthetic set and the grid, which hold the whole set, so a run
+resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from ddz.distill.synset import (
     save_checkpoint,
     save_synset,
 )
+from ddz.distributed.ranks import SINGLE, Ranks
+from ddz.distributed.shard import ClassShard
 from ddz.errors import ConfigError
 from ddz.progress import NullProgress, Progress
 
@@ -101,11 +107,15 @@ def distill(
     dataset_name: str | None = None,
     ptm_query: Sequence[str] = (),
     experts: ExpertBuffer | None = None,
+    ranks: Ranks = SINGLE,
 ) -> SynSet:
     """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save.
-    MTT takes its expert trajectories from `experts`."""
+    MTT takes its expert trajectories from `experts`. Every rank of `ranks` calls this alike and
+    gets the whole synthetic set back."""
     config = config.resolved(dataset.name)
     check_ipc(dataset, config.ipc)
+    shard = ClassShard(dataset.num_classes, config.ipc, ranks)
+    first_class = shard.classes.start
     dataset_name = dataset_name or dataset.name
     if experts is not None:
         experts.check(dataset, dataset_name, config.expert_epochs, config.max_start_epoch)
@@ -130,25 +140,31 @@ def distill(
             )
         if checkpoint.iteration == config.iterations and (out / SYNSET_FILE).is_file():
             return load_synset(out / SYNSET_FILE)
-        state = new_state(checkpoint.images.to(dataset.device), config.ipc, config.lr_img, config.momentum)
+        images = shard.own(checkpoint.images.to(dataset.device))
+        state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
         if checkpoint.momentum is not None:
-            state.set_momentum_buffer(checkpoint.momentum)
+            state.set_momentum_buffer(shard.own(checkpoint.momentum))
         state.iteration, seconds_before = checkpoint.iteration, checkpoint.seconds
         method_state = {k: v.to(dataset.device) for k, v in checkpoint.extra.items()}
     if state is None:
-        state = new_state(initial_images(dataset, config, seed), config.ipc, config.lr_img, config.momentum)
+        images = shard.own(initial_images(dataset, config, seed))
+        state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
 
-    method = build_method(config, dataset, guidance, experts)
+    method = build_method(config, dataset, guidance, experts, shard)
     if method_state:
         method.load_state_tensors(method_state)
 
-    def checkpoint_now(seconds: float) -> None:
-        if out is not None:
-            momentum = state.momentum_buffer()
+    def checkpoint_now(seconds: float, images: torch.Tensor | None = None) -> None:
+        """Every rank calls it (the images and momentum are gathered); rank 0 writes."""
+        if out is None:
+            return
+        images = shard.whole(state.images) if images is None else images
+        momentum = state.momentum_buffer()
+        momentum = shard.whole(momentum) if momentum is not None else None
+        if ranks.is_main:
             extra = method.state_tensors() if hasattr(method, "state_tensors") else {}
-            save_checkpoint(out / CHECKPOINT_FILE, Checkpoint(
-                state.images, momentum, state.iteration, seconds, identity, extra,
-            ))
+            checkpoint = Checkpoint(images, momentum, state.iteration, seconds, identity, extra)
+            save_checkpoint(out / CHECKPOINT_FILE, checkpoint)
 
     task = progress.task(f"distill {config.method}", config.iterations)
     task.advance(state.iteration)
@@ -158,16 +174,17 @@ def distill(
         loss = method.step(state, IterationRNG(seed, iteration, dataset.device))
         state.iteration = iteration + 1
         if iteration % LOG_EVERY == 0 or state.iteration == config.iterations:
-            shown = float(loss)
+            shown = float(ranks.sum(loss))
         task.advance(1, loss=shown)
         if checkpoint_every > 0 and state.iteration % checkpoint_every == 0:
             checkpoint_now(seconds_before + time.perf_counter() - started)
     task.close()
     seconds = seconds_before + time.perf_counter() - started
+    images = shard.whole(state.images)
 
     synset = SynSet(
-        images=state.images.detach().cpu().clone(),
-        labels=state.labels.cpu().clone(),
+        images=images.cpu(),
+        labels=shard.labels(images.device).cpu(),
         dataset=dataset_name, method=config.method, ipc=config.ipc, seed=seed,
         config=config.to_json(), classes=list(dataset.classes),
         mean=tuple(dataset.mean), std=tuple(dataset.std),
@@ -181,9 +198,10 @@ def distill(
         experts=experts.describe() if experts is not None else [],
         zca=dataset.zca is not None,
     )
-    if out is not None:
-        checkpoint_now(seconds)
+    checkpoint_now(seconds, images)
+    if out is not None and ranks.is_main:
         save_synset(out / SYNSET_FILE, synset)
         write_grid(out / GRID_FILE, *viewable(synset.images, dataset))
+    ranks.barrier()  # the files are there when any rank returns
     return synset
 

@@ -29,6 +29,7 @@ class RunReport:
     seconds_eval: float = 0.0
     synset: str | None = None
     runs: list[dict] | None = None  # with --runs N: [{"seed", "synset", "eval"}] per synthetic set
+    world_size: int = 1  # ranks that distilled / evaluated (torch.distributed)
     lr: list[float] | None = None  # MTT: the step size each synthetic set learnt (evaluation trains with it)
 
     @property
@@ -50,6 +51,7 @@ class RunReport:
             "iters_per_sec": self.iters_per_sec,
             "seconds_eval": round(self.seconds_eval, 3),
             "seed": self.seed,
+            "world_size": self.world_size,
             "synset": self.synset,
             "eval": {arch: result.to_json() for arch, result in self.eval.items()},
             **({"runs": self.runs} if self.runs is not None else {}),

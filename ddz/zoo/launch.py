@@ -233,16 +233,22 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 10) -> None:
             proc.wait(timeout=grace_s)
 
 
+def slurm_submitit() -> Any:
+    """The submitit module, once it and sbatch are known to be there (else one-line ConfigError)."""
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(
+            "--launcher slurm needs submitit; install it with pip install 'ddz[slurm]'"
+        ) from None
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--launcher slurm needs sbatch on PATH; run from a SLURM login node")
+    return submitit
+
+
 class _SlurmBackend:
     def __init__(self, folder: Path, config: LaunchConfig):
-        try:
-            import submitit
-        except ImportError:
-            raise ConfigError(
-                "--launcher slurm needs submitit; install it with pip install 'ddz[slurm]'"
-            ) from None
-        if shutil.which("sbatch") is None:
-            raise ConfigError("--launcher slurm needs sbatch on PATH; run from a SLURM login node")
+        submitit = slurm_submitit()
         self.folder, self.threads = folder, config.threads or config.cpus_per_job
         self.executor = submitit.AutoExecutor(folder=folder / "slurm" / "%j", cluster="slurm")
         # Jobs need this interpreter's environment (DDZ_HOME, the venv), whatever the site default.

@@ -4,7 +4,7 @@ per-iteration random streams, the synthetic-set state and fresh random nets."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -12,10 +12,14 @@ from torch import nn
 from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
 from ddz.distill.methods.mtt_defaults import mtt_settings
+from ddz.distributed.shard import ClassShard
 from ddz.errors import ConfigError, unknown_name
 from ddz.nets import build_net, check_arch
 from ddz.nets.batching import device_layout, has_batch_statistics
 from ddz.seeding import derive_seed, generator
+
+if TYPE_CHECKING:
+    from ddz.distill.guidance import Guidance
 
 METHODS = ("dc", "dsa", "dm", "mtt")
 MEMORY = ("unrolled", "constant")
@@ -211,10 +215,13 @@ class SynState:
         self.optimizer.state[self.images]["momentum_buffer"] = buffer.to(self.images.device).clone()
 
 
-def new_state(images: torch.Tensor, ipc: int, lr_img: float, momentum: float) -> SynState:
+def new_state(
+    images: torch.Tensor, ipc: int, lr_img: float, momentum: float, first_class: int = 0
+) -> SynState:
+    """The state of `images` (class-major, classes first_class, first_class + 1, ...)."""
     images = images.detach().clone().requires_grad_(True)
     num_classes = len(images) // ipc
-    labels = torch.arange(num_classes, device=images.device).repeat_interleave(ipc)
+    labels = torch.arange(first_class, first_class + num_classes, device=images.device).repeat_interleave(ipc)
     optimizer = torch.optim.SGD([images], lr=lr_img, momentum=momentum)
     return SynState(images, labels, optimizer, ipc)
 
@@ -288,3 +295,23 @@ class Method(Protocol):
     name: str
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor: ...
+
+
+class ClassMatching:
+    """What DC/DSA and DM share: the settings, the data, the guidance, the classes this rank
+    learns (every class by default) and the real images per class; `prepare` does the rest."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        dataset: ImageDataset,
+        guidance: Guidance | None = None,
+        shard: ClassShard | None = None,
+    ):
+        self.config, self.dataset, self.guidance = config, dataset, guidance
+        self.shard = shard or ClassShard(dataset.num_classes, config.ipc)
+        self.n_real = real_batch_size(dataset, config.batch_real)
+        self.prepare()
+
+    def prepare(self) -> None:
+        """A method's own set-up, after the shared one."""

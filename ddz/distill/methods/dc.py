@@ -9,6 +9,10 @@ What is batched: the real images of all classes are drawn in one device call, an
 DSA call augments all classes (each class its own parameters, shared by its real and synthetic
 images). The gradients themselves stay per class: one backward per class is the cost of the
 method (a shared backward of a summed loss would add the classes' gradients together).
+
+Over several ranks (a `ClassShard`) each rank matches the gradients of its own classes and
+updates their images; after each image step the whole set is gathered, so that every rank trains
+the same inner-loop net (same net seed, same batch order) on the same images.
 """
 
 from __future__ import annotations
@@ -19,14 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddz.data.base import ImageDataset
-from ddz.distill.guidance import Guidance
 from ddz.distill.methods.base import (
-    DistillConfig,
+    ClassMatching,
     IterationRNG,
     NetSource,
     SynState,
-    real_batch_size,
 )
 from ddz.distill.methods.distance import gradient_distance, matched_parameters
 from ddz.nets.batching import cross_entropy_grad, has_batch_statistics, micro_batch
@@ -41,13 +42,15 @@ def class_gradients(
     images: torch.Tensor,
     create_graph: bool,
     micro: int | None = None,
+    first_class: int = 0,
 ) -> list[torch.Tensor]:
-    """CE gradients of each class's images (K, m, C, H, W), labelled with their class index:
-    one tensor per parameter, with a leading class axis (K, *shape). Without `create_graph` the
-    gradients are detached and each class runs `micro` images per forward (None: all)."""
+    """CE gradients of each class's images (K, m, C, H, W), labelled first_class, first_class + 1,
+    ...: one tensor per parameter, with a leading class axis (K, *shape). Without `create_graph`
+    the gradients are detached and each class runs `micro` images per forward (None: all)."""
     per_class = []
     for c in range(images.shape[0]):
-        target = torch.full((images.shape[1],), c, dtype=torch.long, device=images.device)
+        label = first_class + c
+        target = torch.full((images.shape[1],), label, dtype=torch.long, device=images.device)
         if create_graph:
             loss = F.cross_entropy(forward(images[c]), target)
             per_class.append(torch.autograd.grad(loss, params, create_graph=True))
@@ -62,30 +65,31 @@ def matching_loss(
     syn: torch.Tensor,
     metric: str = "ours",
     fast_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    first_class: int = 0,
 ) -> torch.Tensor:
     """Sum over classes of the gradient distance; `real` (K, n, ...) and `syn` (K, IPC, ...)
-    already augmented. `fast_forward` (e.g. the compiled net) serves the real side, which needs
-    no double backward."""
+    already augmented, of classes first_class.. . `fast_forward` (e.g. the compiled net) serves
+    the real side, which needs no double backward."""
     params = list(net.parameters())
     used = [params[i] for i in matched_parameters(params, metric)]
     micro = micro_batch(net, real[0])
     real_forward = net if fast_forward is None else fast_forward
-    g_real = class_gradients(real_forward, used, real, create_graph=False, micro=micro)
-    g_syn = class_gradients(net, used, syn, create_graph=True)
+    g_real = class_gradients(real_forward, used, real, False, micro, first_class)
+    g_syn = class_gradients(net, used, syn, True, first_class=first_class)
     return gradient_distance(g_syn, g_real, metric)
 
 
-class GradientMatching:
+class GradientMatching(ClassMatching):
     """DC (`config.method == "dc"`) and DSA (`"dsa"`)."""
 
-    def __init__(self, config: DistillConfig, dataset: ImageDataset, guidance: Guidance | None = None):
-        self.config, self.dataset, self.guidance = config, dataset, guidance
+    def prepare(self) -> None:
+        config, dataset = self.config, self.dataset
         self.name = config.method
         self.nets = NetSource(config, dataset, entry="forward")
-        self.n_real = real_batch_size(dataset, config.batch_real)
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
-        cfg, data = self.config, self.dataset
+        cfg, data, shard = self.config, self.dataset, self.shard
+        classes = shard.classes
         net, fast = self.nets.fresh(rng.net_seed(), requires_grad=True)
         net_optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
         real_gen = rng.generator("real")
@@ -99,23 +103,24 @@ class GradientMatching:
         for outer in range(cfg.outer_loop):
             if batch_stats:
                 self._freeze_batch_statistics(net, real_gen)
-            real = data.sample_all_classes(self.n_real, real_gen)
+            real = data.sample_all_classes(self.n_real, real_gen, classes)
             syn = state.grouped()
             if dsa is not None:
-                params = dsa.siamese(data.num_classes)
+                params = dsa.siamese(data.num_classes).select(classes.start, classes.stop)
                 real, syn = dsa(real, params), dsa(syn, params)
-            loss = matching_loss(net, real, syn, cfg.distance, fast)
+            loss = matching_loss(net, real, syn, cfg.distance, fast, classes.start)
             if self.guidance is not None:
-                loss = loss + self.guidance.loss(state.images, state.labels, guide_pick, guide_data)
+                loss = loss + self.guidance.loss(state.images, state.labels, guide_pick, guide_data, shard)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
             total += loss.detach()
             if outer == cfg.outer_loop - 1:
                 break
-            images = state.images.detach().clone()
+            images = shard.whole(state.images)
+            labels = shard.labels(images.device) if shard.sharded else state.labels
             for _ in range(cfg.inner_loop):
-                train_epoch(fast, images, state.labels, net_optimizer, cfg.batch_train, order, train_augment)
+                train_epoch(fast, images, labels, net_optimizer, cfg.batch_train, order, train_augment)
         return total
 
     def _freeze_batch_statistics(self, net: nn.Module, gen: torch.Generator) -> None:

@@ -11,6 +11,10 @@ instancenorm (no cross-sample statistics) that is exactly the per-class loss. Wi
 statistics then cover every class, which is what the reference DM code does for its BN nets (it
 concatenates the classes there, as the DM authors recommend), so one path serves both. On CPU
 the real forward of a per-image net runs in cache-sized micro-batches (ddz.nets.batching).
+
+Over several ranks (a `ClassShard`) each rank embeds and updates the images of its own classes
+under the same net: the loss is a sum over classes, so that is exactly the one-process step.
+Nets whose BatchNorm statistics span every class cannot be cut so, and are refused.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import torch
 
 from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
-from ddz.distill.guidance import Guidance
-from ddz.distill.methods.base import DistillConfig, IterationRNG, NetSource, SynState, real_batch_size
+from ddz.distill.methods.base import ClassMatching, DistillConfig, IterationRNG, NetSource, SynState
+from ddz.errors import ConfigError
 from ddz.nets.batching import forward_in_pieces, micro_batch
 
 ACTIVATION_BUDGET = 1 << 31  # bytes of first-layer activations per real forward
@@ -56,8 +60,7 @@ def dm_loss(
         for start in range(0, k, chunk):
             part = real[start : start + chunk]
             if dsa is not None:
-                end = start + chunk
-                part = dsa(part, DSAParams(params.tokens[start:end], params.uniforms[start:end]))
+                part = dsa(part, params.select(start, start + chunk))
             features = forward_in_pieces(embed, part.flatten(0, 1), micro)
             means.append(features.view(len(part), part.shape[1], -1).mean(1))
     real_mean = torch.cat(means)
@@ -67,31 +70,35 @@ def dm_loss(
     return ((real_mean - syn_mean) ** 2).sum()
 
 
-class DistributionMatching:
+class DistributionMatching(ClassMatching):
     name = "dm"
 
-    def __init__(self, config: DistillConfig, dataset: ImageDataset, guidance: Guidance | None = None):
-        self.config, self.dataset, self.guidance = config, dataset, guidance
+    def prepare(self) -> None:
+        config, dataset = self.config, self.dataset
         self.nets = NetSource(config, dataset, entry="embed")
-        self.n_real = real_batch_size(dataset, config.batch_real)
         # BatchNorm statistics must cover every class, as in the reference: one forward, no chunks.
         if self.nets.batch_statistics:
+            if self.shard.sharded:
+                raise ConfigError(
+                    f"DM with {config.arch} over several ranks: its BatchNorm statistics span every "
+                    "class, which one rank does not see; use an instancenorm net or one rank"
+                )
             self.chunk = dataset.num_classes
         else:
             self.chunk = classes_per_forward(self.n_real, dataset, config)
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
-        data = self.dataset
+        data, classes = self.dataset, self.shard.classes
         net, embed = self.nets.fresh(rng.net_seed(), requires_grad=False)
-        real = data.sample_all_classes(self.n_real, rng.generator("real"))
+        real = data.sample_all_classes(self.n_real, rng.generator("real"), classes)
         micro = micro_batch(net, real[0])
         dsa = rng.dsa(self.config.dsa) if self.config.augment else None
-        params = dsa.siamese(data.num_classes) if dsa is not None else None
+        params = None if dsa is None else dsa.siamese(data.num_classes).select(classes.start, classes.stop)
         loss = dm_loss(embed, real, state.grouped(), dsa, params, self.chunk, micro)
         if self.guidance is not None:
             loss = loss + self.guidance.loss(
                 state.images, state.labels,
-                rng.generator("guidance-pick", device="cpu"), rng.generator("guidance-data"),
+                rng.generator("guidance-pick", device="cpu"), rng.generator("guidance-data"), self.shard,
             )
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
