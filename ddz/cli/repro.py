@@ -110,8 +110,6 @@ def run_command(
     device = "auto" if settings.device == "auto" else settings.torch_device
     context = CellContext(zoo.paths, str(Path(settings.data_root).absolute()), device, settings.seed,
                           zoo.offline)
-    console.print(f"{spec.name} at scale {scale}: grid in {folder}, zoo in {zoo.paths.zoo}", highlight=False,
-                  soft_wrap=True)
     started = time.perf_counter()
     with RichProgress() as rich:
         result = run_spec(spec, scale, folder, zoo, context, config, _GridProgress(rich))
@@ -122,6 +120,7 @@ def run_command(
                           highlight=False, soft_wrap=True)
     counts = {s: sum(o.status == s for o in result.report.outcomes) for s in ("done", "skipped", "failed")}
     console.print(
+        f"{spec.name} at scale {scale}: grid in {folder}, zoo in {zoo.paths.zoo}\n"
         f"{len(result.report.cells)} cells: {counts['done']} run, {counts['skipped']} finished before, "
         f"{counts['failed']} failed; wall time {wall:.1f}s\nreport: {folder / 'report.md'}",
         highlight=False, soft_wrap=True,

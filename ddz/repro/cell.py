@@ -126,8 +126,9 @@ def _distill_and_evaluate(cell: Cell, folder: Path, context: CellContext, progre
     data = data if data is not None else cell_data(cell, context)
     check_ipc(data, cell.ipc)
     config = DistillConfig(
-        method=cell.method, ipc=cell.ipc, iterations=cell.iterations, batch_real=cell.batch_real,
-        net_options=cell.net, outer_loop=cell.outer_loop, inner_loop=cell.inner_loop,
+        method=cell.method, ipc=cell.ipc, iterations=cell.iterations, arch=cell.arch,
+        batch_real=cell.batch_real, net_options=cell.net, outer_loop=cell.outer_loop,
+        inner_loop=cell.inner_loop,
     ).resolved(cell.dataset)
     guide = None
     if cell.guided:

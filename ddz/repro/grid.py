@@ -26,6 +26,7 @@ class Cell:
     eval_models: int
     eval_epochs: int | None
     iterations: int | None
+    arch: str
     batch_real: int
     outer_loop: int | None
     inner_loop: int | None
@@ -80,6 +81,7 @@ def expand(spec: Spec, scale_name: str) -> list[Cell]:
             eval_models=scale.eval_models,
             eval_epochs=scale.eval_epochs,
             iterations=scale.iterations.get(coords["method"]),
+            arch=scale.arch,
             batch_real=scale.batch_real,
             outer_loop=scale.outer_loop,
             inner_loop=scale.inner_loop,

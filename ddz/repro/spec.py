@@ -69,12 +69,13 @@ class Scale:
     name: str
     datasets: dict[str, str]  # spec data set -> the data set loaded (identity when absent)
     variables: dict[str, str]
-    zoo: tuple[ZooNeed, ...]
+    zoo: tuple[ZooNeed, ...] = ()
     runs: int = 5
     eval_archs: tuple[str, ...] = ("convnet3",)
     eval_models: int = 5
     eval_epochs: int | None = None
     iterations: dict[str, int] = field(default_factory=dict)  # per method; absent: the protocol's
+    arch: str = "convnet3"  # the distillation net
     batch_real: int = 256
     outer_loop: int | None = None
     inner_loop: int | None = None
@@ -195,7 +196,8 @@ class _Reader(NodeChecker):
 
 SPEC_KEYS = ("name", "title", "notes", "grid", "pools", "baseline", "scales", "paper", "plot")
 SCALE_KEYS = ("datasets", "variables", "zoo", "runs", "eval", "distill")
-DISTILL_KEYS = ("iterations", "batch_real", "outer_loop", "inner_loop", "net", "cclom_batch", "resolution")
+DISTILL_KEYS = ("iterations", "arch", "batch_real", "outer_loop", "inner_loop", "net", "cclom_batch",
+                "resolution")
 
 
 def _pools(read: _Reader, node: yaml.Node, data: Any) -> dict[str, Pool]:
@@ -269,7 +271,7 @@ def _zoo(read: _Reader, node: yaml.Node, data: Any, what: str) -> tuple[ZooNeed,
 
 def _scale(read: _Reader, name: str, node: yaml.Node, data: Any, spec_datasets: list[str]) -> Scale:
     what = f"scale {name!r}"
-    got = read.fields(node, data, what, SCALE_KEYS, ("zoo",))
+    got = read.fields(node, data, what, SCALE_KEYS)
     datasets: dict[str, str] = {}
     if "datasets" in got:
         for key, (value_node, value) in read.fields(*got["datasets"], f"{what}: datasets",
@@ -303,11 +305,15 @@ def _scale(read: _Reader, name: str, node: yaml.Node, data: Any, spec_datasets: 
                 settings[key] = {m: read.integer(n, v, f"{m} iterations") for m, (n, v) in per_method.items()}
             elif key == "net":
                 settings[key] = read.net_options(value_node, value, "net")
+            elif key == "arch":
+                settings[key] = read.checked(value_node, check_arch, read.string(value_node, value, "arch"))
             else:
                 settings[key] = read.integer(value_node, value, key)
     if "runs" in got:
         settings["runs"] = read.integer(*got["runs"], "runs")
-    return Scale(name, datasets, variables, _zoo(read, *got["zoo"], f"{what}: zoo"), **settings)
+    if "zoo" in got and got["zoo"][1] != []:
+        settings["zoo"] = _zoo(read, *got["zoo"], f"{what}: zoo")
+    return Scale(name, datasets, variables, **settings)
 
 
 def _check_templates(read: _Reader, pools_node: yaml.Node, pools: dict[str, Pool],
