@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ddz_executable
+from conftest import ddz_executable, start_and_kill_when
 
 from ddz.errors import ConfigError
 from ddz.repro.cell import CellOutcome
@@ -175,24 +173,16 @@ def test_a_killed_grid_resumes_skips_finished_cells_and_reports_failures(run_ddz
     args = ["repro", "run", str(TINY), "--scale", "smoke"]
     killed = tmp_path / "killed"
     env = {"DDZ_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
-    proc = subprocess.Popen([*ddz_executable(), *args, "--out", str(killed)], cwd=tmp_path,
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     checkpoint = killed / "digits-dm-ipc2-m1" / "seed0" / "checkpoint.safetensors"
-    deadline = time.monotonic() + 400
-    while not checkpoint.exists():
-        assert proc.poll() is None, "the grid ended before the second cell wrote a checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    start_and_kill_when([*ddz_executable(), *args, "--out", str(killed)], tmp_path, {**os.environ, **env},
+                        checkpoint, timeout=400)
     assert (killed / "digits-dm-ipc2-none" / "cell.json").exists()
     assert not (killed / "digits-dm-ipc2-m1" / "cell.json").exists()
     first_cell = (killed / "digits-dm-ipc2-none" / "cell.json").stat().st_mtime_ns
 
     resumed = run_ddz(*args, "--out", str(killed), timeout=600)
     assert resumed.returncode == 2 and "1 cell(s) failed" in resumed.stderr
-    assert "4 run" not in resumed.stderr and "1 finished before" in resumed.stderr
+    assert "5 cells: 3 run, 1 finished before, 1 failed" in resumed.stderr
     assert (killed / "digits-dm-ipc2-none" / "cell.json").stat().st_mtime_ns == first_cell
 
     straight = run_ddz(*args, "--out", str(tmp_path / "straight"), "--launcher", "local", "--jobs", "1",
