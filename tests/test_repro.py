@@ -17,7 +17,7 @@ from ddz.errors import ConfigError
 from ddz.repro.cell import CellOutcome
 from ddz.repro.grid import expand
 from ddz.repro.report import GridReport
-from ddz.repro.spec import load_spec, parse_spec, shipped_specs
+from ddz.repro.spec_file import load_spec, parse_spec, shipped_specs
 
 TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 # cells at the paper scale (= at the smoke scale: the same grid shape), and paper numbers

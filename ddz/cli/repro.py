@@ -61,7 +61,7 @@ def _check_scale(scale: str) -> None:
 def list_command() -> None:
     """The shipped specs: what each reproduces and how many cells it runs."""
     from ddz.repro.grid import expand
-    from ddz.repro.spec import load_spec, shipped_specs
+    from ddz.repro.spec_file import load_spec, shipped_specs
 
     table = Table(title="ddz repro specs")
     for column in ("spec", "what", "cells", "runs per cell (paper)", "paper numbers"):
@@ -90,7 +90,7 @@ def run_command(
     """Train the zoo the spec needs, run every cell (finished ones are skipped), write the report."""
     from ddz.repro.cell import CellContext
     from ddz.repro.run import default_folder, run_spec
-    from ddz.repro.spec import find_spec
+    from ddz.repro.spec_file import find_spec
     from ddz.zoo.api import Zoo
     from ddz.zoo.launch import LaunchConfig
     from ddz.zoo.paths import ZooPaths
@@ -143,7 +143,7 @@ def report_command(
 ) -> None:
     """Write DIR/report.md and DIR/report.json (and a figure's PNG) from the cells run so far."""
     from ddz.repro.run import default_folder, write_report
-    from ddz.repro.spec import find_spec
+    from ddz.repro.spec_file import find_spec
 
     _check_scale(scale)
     spec = find_spec(spec_name)
