@@ -166,6 +166,7 @@ def _report_cells(folder: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # four grid runs, each a few CPU minutes on a busy 2-core machine
 def test_a_killed_grid_resumes_skips_finished_cells_and_reports_failures(run_ddz, tmp_path):
     """SIGKILL in the middle of the second cell; the resumed grid ends with the report of a grid run
     straight through (with the local launcher); a third run skips every finished cell; the cell
