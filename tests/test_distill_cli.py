@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ddz_executable
+from conftest import ddz_executable, start_and_kill_when
 
 from ddz.distill.synset import CHECKPOINT_FILE, SYNSET_FILE, load_checkpoint, load_synset
 
@@ -34,15 +32,8 @@ def test_kill_9_after_a_checkpoint_then_resume_gives_the_uninterrupted_images(ru
             "--checkpoint-every", "5", *FAST]
     env = {**os.environ, "DDZ_HOME": str(tmp_path / "ddz-home"), "DDZ_DATA_ROOT": str(tmp_path / "data")}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*ddz_executable(), *args, "--out", str(killed)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (killed / CHECKPOINT_FILE).exists():
-        assert proc.poll() is None, "the run ended before writing a checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    command = [*ddz_executable(), *args, "--out", str(killed)]
+    start_and_kill_when(command, tmp_path, env, killed / CHECKPOINT_FILE)
     done = load_checkpoint(killed / CHECKPOINT_FILE).iteration
     assert 0 < done < 80 and not (killed / SYNSET_FILE).exists()
 
@@ -149,16 +140,8 @@ def test_runs_two_gives_two_synsets_and_the_reference_summary(run_ddz, tmp_path)
 def test_runs_resume_after_a_kill_between_runs(run_ddz, tmp_path):
     args = [*RUNS, "--runs", "2", "--out", "killed", "--json", "killed.json"]
     env = {**os.environ, "DDZ_HOME": str(tmp_path / "ddz-home")}
-    proc = subprocess.Popen([*ddz_executable(), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_done = tmp_path / "killed" / "seed0" / "eval.json"
-    deadline = time.monotonic() + 240
-    while not first_done.exists():
-        assert proc.poll() is None, "the command ended before finishing its first run"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    start_and_kill_when([*ddz_executable(), *args], tmp_path, env, first_done)
     assert not (tmp_path / "killed.json").exists()
     kept = (tmp_path / "killed" / "seed0" / SYNSET_FILE).stat().st_mtime_ns
 

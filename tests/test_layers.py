@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first; a module may import its own layer and those below. The zoo's layers are the
 # ones docs/architecture.md draws.
 LAYERS: list[tuple[str, ...]] = [
-    ("ddz", "ddz.errors", "ddz.seeding", "ddz.progress", "ddz.io", "ddz.devices"),
+    ("ddz", "ddz.errors", "ddz.seeding", "ddz.progress", "ddz.io", "ddz.devices", "ddz.yaml_nodes"),
     ("ddz.data", "ddz.nets"),
     ("ddz.training", "ddz.distributed.ranks", "ddz.distributed.shard"),
     ("ddz.zoo.query", "ddz.zoo.external_spec", "ddz.zoo.records", "ddz.zoo.paths", "ddz.zoo.hub_url",
@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
      "ddz.distributed.spawn"),
     ("ddz.zoo.api",),
     ("ddz.distill",),
-    ("ddz.demo",),
+    ("ddz.demo", "ddz.repro"),
     ("ddz.cli", "ddz.__main__"),
 ]
 # Function-level imports of ddz modules, allowed only where they keep torch out of commands that

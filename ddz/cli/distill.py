@@ -128,12 +128,12 @@ def distill_command(
     from ddz.data import check_dataset_name, load_dataset
     from ddz.data.zca import whitened
     from ddz.distill.alphas import parse_alpha_options
-    from ddz.distill.evaluate import EVAL_CACHE_FILE, EvalConfig, check_ipc, combine_runs, evaluate_cached
+    from ddz.distill.evaluate import EVAL_CACHE_FILE, EvalConfig, check_ipc, evaluate_cached
     from ddz.distill.experts import ExpertBuffer
     from ddz.distill.guidance import Guidance, GuidanceConfig
     from ddz.distill.loop import distill
     from ddz.distill.methods import DistillConfig
-    from ddz.distill.report import RunReport, run_record
+    from ddz.distill.report import RunReport
     from ddz.distill.synset import GRID_FILE, SYNSET_FILE
     from ddz.zoo.train import parse_net_options
 
@@ -217,21 +217,8 @@ def distill_command(
         return
     for note in dict.fromkeys(notes):
         console.print(note, markup=False, highlight=False, soft_wrap=True)
-    first = synsets[0]
-    results = combine_runs(per_run)
-    report = RunReport(
-        dataset=dataset, method=first.method, ipc=first.ipc, seed=settings.seed, eval=results,
-        ptm_query=list(first.ptm_query), ptms=list(first.ptms), guidance=first.guidance,
-        alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
-        seconds_distill=sum(s.seconds_distill for s in synsets),
-        seconds_eval=seconds_eval, world_size=ranks.world,
-        synset=str(folders[0] / SYNSET_FILE) if runs == 1 else None,
-        lr=[s.lr for s in synsets] if first.lr is not None else None,
-        runs=[
-            run_record(seed, str(folder / SYNSET_FILE), result)
-            for seed, folder, result in zip(seeds, folders, per_run or [{}] * runs, strict=True)
-        ] if runs > 1 else None,
-    )
-    if results:
+    files = [str(folder / SYNSET_FILE) for folder in folders]
+    report = RunReport.from_runs(dataset, settings.seed, synsets, files, per_run, seconds_eval, ranks.world)
+    if report.eval:
         out.print(results_table(report))
     write_json(json_path, report.to_json())

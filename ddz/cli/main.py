@@ -22,7 +22,9 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` (or on a sub-app it adds) when imported.
-COMMAND_MODULES = ("ddz.cli.eval", "ddz.cli.zoo", "ddz.cli.zoo_hub", "ddz.cli.distill", "ddz.cli.demo")
+COMMAND_MODULES = (
+    "ddz.cli.eval", "ddz.cli.zoo", "ddz.cli.zoo_hub", "ddz.cli.distill", "ddz.cli.demo", "ddz.cli.repro",
+)
 
 
 @app.callback()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ddz.distill.evaluate import ArchResult
+from ddz.distill.evaluate import ArchResult, combine_runs
 
 
 def run_record(seed: int, synset: str | None, result: dict[str, ArchResult]) -> dict:
@@ -57,3 +57,25 @@ class RunReport:
             **({"runs": self.runs} if self.runs is not None else {}),
             **({"lr": self.lr} if self.lr is not None else {}),
         }
+
+    @classmethod
+    def from_runs(cls, dataset: str, seed: int, synsets: list, synset_files: list[str],
+                  per_run: list[dict[str, ArchResult]], seconds_eval: float, world_size: int = 1) -> RunReport:
+        """The report of `--runs N`: synthetic sets (seeds seed..seed+N-1), their files and their
+        evaluations (empty when not evaluated), one summary over all of them."""
+        first = synsets[0]
+        several = len(synsets) > 1
+        seeds = [s.seed for s in synsets]
+        results = per_run or [{}] * len(seeds)
+        return cls(
+            dataset=dataset, method=first.method, ipc=first.ipc, seed=seed, eval=combine_runs(per_run),
+            ptm_query=list(first.ptm_query), ptms=list(first.ptms), guidance=first.guidance,
+            alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
+            seconds_distill=sum(s.seconds_distill for s in synsets), seconds_eval=seconds_eval,
+            synset=None if several else synset_files[0], world_size=world_size,
+            lr=[s.lr for s in synsets] if first.lr is not None else None,
+            runs=[
+                run_record(run_seed, file, result)
+                for run_seed, file, result in zip(seeds, synset_files, results, strict=True)
+            ] if several else None,
+        )

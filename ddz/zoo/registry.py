@@ -8,7 +8,7 @@ registry is the caller's choice (ddz.zoo.paths.ZooPaths.registry).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
-from ddz.errors import ConfigError, DDZError, QueryError, closest
+from ddz.errors import DDZError, QueryError
 from ddz.io import atomic_write_text
+from ddz.yaml_nodes import NodeChecker, parse_nodes
 from ddz.zoo.external_spec import ExternalSpec, SpecError, check_external, external_specs
 from ddz.zoo.hub_url import parse_hub
 from ddz.zoo.query import natural_key, split_name
@@ -117,54 +118,6 @@ class Registry:
         return self.header.rstrip("\n") + "\n\n" + body
 
 
-class _Checker:
-    """Validation against the YAML node tree, so that every message carries its line."""
-
-    def __init__(self, source: Path):
-        self.source = source
-
-    def fail(self, node: yaml.Node, message: str) -> ConfigError:
-        mark = node.start_mark
-        return ConfigError(f"{self.source}:{mark.line + 1}:{mark.column + 1}: {message}")
-
-    def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
-        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
-            return []
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, f"{what} must be a mapping (key: value lines)")
-        items, seen = [], set()
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail(key_node, f"keys of {what} must be plain names")
-            key = key_node.value
-            if key in seen:
-                raise self.fail(key_node, f"{key!r} appears twice in {what}")
-            seen.add(key)
-            items.append((key, key_node, value_node))
-        return items
-
-    def keys(self, items: list, allowed: Sequence[str], required: Sequence[str], node: yaml.Node,
-             what: str) -> None:
-        present = {key for key, _, _ in items}
-        for key, key_node, _ in items:
-            if key not in allowed:
-                near = closest(key, allowed, n=3)
-                raise self.fail(key_node, f"unknown key {key!r} in {what}; valid keys: {', '.join(near)}")
-        for key in required:
-            if key not in present:
-                raise self.fail(node, f"{what} lacks {key!r} (needs {', '.join(required)})")
-
-    def text(self, node: yaml.Node, value: Any, what: str, pattern: re.Pattern | None = None,
-             hint: str = "", nullable: bool = False) -> None:
-        if value is None and nullable:
-            return
-        if not isinstance(value, str) or not value:
-            quote = " (quote it)" if isinstance(value, (int, float)) else ""
-            raise self.fail(node, f"{what} must be a non-empty string{quote}{hint}")
-        if pattern is not None and not pattern.fullmatch(value):
-            raise self.fail(node, f"{what} {value!r} is malformed{hint}")
-
-
 ENTRY_KEYS = ("hub", "repo", "revision", "path", "sha256", "metadata")
 ENTRY_REQUIRED = ENTRY_KEYS[:5]
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -172,7 +125,7 @@ _REPO_PATH = re.compile(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\\\s]+")
 
 
 def _validate(root: yaml.Node, data: Any, source: Path) -> Registry:
-    check = _Checker(source)
+    check = NodeChecker(source)
     registry = Registry(path=source)
     top = check.mapping(root, "the registry")
     check.keys(top, ("version", "hubs", "entries", "external"), (), root, "the registry")
@@ -241,16 +194,7 @@ def _validate(root: yaml.Node, data: Any, source: Path) -> Registry:
 
 
 def parse_registry(text: str, source: Path) -> Registry:
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
-        raise ConfigError(f"{where}: not valid YAML ({error.problem or error.context})") from None
-    finally:
-        loader.dispose()
+    root, data = parse_nodes(text, source)
     header = _leading_comments(text) or DEFAULT_HEADER
     if root is None:
         return Registry(path=source, header=header)

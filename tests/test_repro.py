@@ -1,0 +1,205 @@
+"""`ddz repro`: specs load and validate (file:line), grids expand to the paper's shape, cells run as
+distill run folders (skipped when finished, resumed when killed, failed ones reported while the
+rest finish), and the paper's column holds the spec's numbers only."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ddz_executable, start_and_kill_when
+
+from ddz.errors import ConfigError
+from ddz.repro.cell import CellOutcome
+from ddz.repro.grid import expand
+from ddz.repro.report import GridReport
+from ddz.repro.spec_file import load_spec, parse_spec, shipped_specs
+
+TINY = Path(__file__).parent / "specs" / "tiny.yaml"
+# cells at the paper scale (= at the smoke scale: the same grid shape), and paper numbers
+SHAPES = {"table1": (48, 48), "fig2": (60, 13), "table2": (36, 36), "table3": (12, 12),
+          "table4": (12, 48), "table5": (10, 10), "fig3": (18, 3)}
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_every_shipped_spec_loads_and_expands_to_the_papers_shape(name):
+    spec = load_spec(shipped_specs()[name])
+    cells, papers = SHAPES[name]
+    assert len(expand(spec, "paper")) == len(expand(spec, "smoke")) == cells
+    assert len(spec.paper) == papers
+    assert [c.key for c in expand(spec, "paper")] == [c.key for c in expand(spec, "smoke")]
+    assert all(c.dataset == "digits" for c in expand(spec, "smoke"))
+
+
+PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-can-ptms-assist-dd.txt"
+
+
+@pytest.mark.skipif(not PAPER_TEXT.exists(), reason="the paper's text is not beside this checkout")
+def test_every_paper_number_in_the_specs_is_in_the_papers_text():
+    flat = re.sub(r"\s+", "", PAPER_TEXT.read_text())
+    missing = []
+    for name, path in shipped_specs().items():
+        for value in load_spec(path).paper:
+            if value.std is None:
+                found = f"{value.mean:.1f}" in flat
+            else:  # 51.4_{\pm0.3}, $51.5_{\pm0.3}$, 31.4_{±0.4}, **60.0**_{\pm0.2} ...
+                mean, std = re.escape(f"{value.mean:.1f}"), re.escape(f"{value.std:.1f}")
+                pattern = mean + r"[^0-9]{0,12}?_\{(\\pm|±)" + std
+                found = re.search(pattern, flat) is not None
+            if not found:
+                missing.append(f"{name}: {value.at} {value.mean} ± {value.std}")
+    assert missing == []
+
+
+def test_only_the_specs_above_ship():
+    assert set(shipped_specs()) == set(SHAPES)
+
+
+def test_grid_blocks_expand_in_order_and_cells_carry_their_settings():
+    spec = load_spec(TINY)
+    cells = expand(spec, "smoke")
+    assert [c.key for c in cells] == [
+        "digits-dm-ipc2-none", "digits-dm-ipc2-m1", "digits-dc-ipc2-none", "digits-dc-ipc2-m1",
+        "digits-dm-ipc2-nomatch",
+    ]
+    guided = cells[1]
+    assert guided.ptm == ("digits/convnet3/seed0@epoch2",) and guided.iterations == 6
+    assert cells[0].ptm == () and cells[0].guidance == "none" and cells[2].iterations == 2
+
+
+BAD = {
+    "unknown key": ("  m1: {label: x, ptms: [a]}\n", "unknown key 'ptms'"),
+    "wrong type": ("    ipc: [two]\n", "an IPC must be an integer"),
+    "unset variable": ("  m1: {label: x, ptm: ['${dataset}/convnet3@${nope}']}\n", "$nope is not set"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_spec_is_one_line_with_file_and_line(case, run_ddz, tmp_path):
+    replacement, message = BAD[case]
+    lines = TINY.read_text().splitlines(keepends=True)
+    target = "    ipc: [2]\n" if case == "wrong type" else lines[[i for i, t in enumerate(lines)
+                                                              if t.startswith("  m1:")][0]]
+    number = lines.index(target) + 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("".join(replacement if line == target else line for line in lines))
+    line = one_line_error(run_ddz("repro", "run", str(bad), "--scale", "smoke"))
+    assert f"{bad}:{number}:" in line and message in line
+    with pytest.raises(ConfigError, match=f"{bad}:{number}:"):
+        load_spec(bad)
+
+
+def test_a_paper_value_must_sit_at_exactly_one_cell(tmp_path):
+    text = TINY.read_text().replace("{at: {method: dm, pool: none}", "{at: {pool: none}")
+    with pytest.raises(ConfigError, match=r"matches 2 cells"):
+        parse_spec(text, tmp_path / "spec.yaml")
+
+
+def _outcome(key: str, accs: list[float]) -> CellOutcome:
+    report = {"eval": {"convnet3": {"accs": accs, "mean": sum(accs) / len(accs), "std": 0.01, "models": 1,
+                                    "runs": len(accs), "epochs": 2}}}
+    return CellOutcome(key, "done", report, 1.0)
+
+
+@pytest.mark.parametrize("scale", ["paper", "smoke"])
+def test_the_paper_column_holds_the_specs_numbers_never_ddzs(scale, tmp_path):
+    spec = load_spec(TINY)
+    cells = expand(spec, scale)
+    # ddz numbers that no paper value equals: each cell's own
+    outcomes = [_outcome(c.key, [0.11 + i / 100, 0.13 + i / 100]) for i, c in enumerate(cells)]
+    report = GridReport(spec, scale, cells, outcomes, tmp_path)
+    report.write()
+    written = json.loads((tmp_path / "report.json").read_text())["cells"]
+    by_key = {obj["key"]: obj for obj in written}
+    row = "C10 DM CLoM ✗, IPC 10 (a stand-in for the test)"
+    assert by_key["digits-dm-ipc2-none"]["paper"]["convnet3"] == {
+        "mean": 49.6, "std": 0.3, "table": "Table 1", "row": row}
+    assert by_key["digits-dm-ipc2-m1"]["paper"]["convnet3"]["mean"] == 50.0
+    for obj in written:
+        ddz_means = {round(r["mean"], 6) for r in obj["ddz"].values()}
+        assert ddz_means and not any(round(p["mean"], 6) in ddz_means for p in obj["paper"].values())
+        if obj["key"] not in ("digits-dm-ipc2-none", "digits-dm-ipc2-m1"):
+            assert obj["paper"] == {}  # no paper number: nothing is filled in from ddz
+    guided = by_key["digits-dm-ipc2-m1"]
+    assert guided["clom_effect"]["paper"]["convnet3"] == pytest.approx(0.4)
+    assert guided["clom_effect"]["paper_sign"]["convnet3"] == "+"
+    assert guided["clom_effect"]["ddz_sign"]["convnet3"] == "+"
+    text = (tmp_path / "report.md").read_text()
+    if scale == "smoke":
+        assert guided["difference"] == {} and guided["paper_note"] == "not comparable: digits"
+        assert "not comparable: digits" in text and "49.6 ± 0.3" not in text
+    else:
+        assert guided["difference"]["convnet3"] == pytest.approx(guided["ddz"]["convnet3"]["mean"] - 50.0)
+        assert "50.0 ± 0.4 (Table 1," in text
+
+
+def test_repro_list_names_every_spec(run_ddz):
+    listed = run_ddz("repro", "list")
+    assert listed.returncode == 0, listed.stderr
+    for name in SHAPES:
+        assert name in listed.stdout
+
+
+def test_the_paper_scale_without_its_data_is_one_line(run_ddz, tmp_path):
+    line = one_line_error(run_ddz("repro", "run", "table1", "--out", str(tmp_path / "grid")))
+    assert "cifar" in line.lower() and str(tmp_path / "data") in line
+
+
+def _report_cells(folder: Path) -> list[dict]:
+    """The report's cells without what differs between runs of the same grid: seconds, and whether
+    a finished cell was computed by this run or an earlier one."""
+    cells = json.loads((folder / "report.json").read_text())["cells"]
+    finished = {"skipped": "done"}
+    return [{**{k: v for k, v in cell.items() if k != "seconds"},
+             "status": finished.get(cell["status"], cell["status"])} for cell in cells]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # four grid runs, each a few CPU minutes on a busy 2-core machine
+def test_a_killed_grid_resumes_skips_finished_cells_and_reports_failures(run_ddz, tmp_path):
+    """SIGKILL in the middle of the second cell; the resumed grid ends with the report of a grid run
+    straight through (with the local launcher); a third run skips every finished cell; the cell
+    whose query matches nothing is reported failed while the others finish."""
+    args = ["repro", "run", str(TINY), "--scale", "smoke"]
+    killed = tmp_path / "killed"
+    env = {"DDZ_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    checkpoint = killed / "digits-dm-ipc2-m1" / "seed0" / "checkpoint.safetensors"
+    start_and_kill_when([*ddz_executable(), *args, "--out", str(killed)], tmp_path, {**os.environ, **env},
+                        checkpoint, timeout=400)
+    assert (killed / "digits-dm-ipc2-none" / "cell.json").exists()
+    assert not (killed / "digits-dm-ipc2-m1" / "cell.json").exists()
+    first_cell = (killed / "digits-dm-ipc2-none" / "cell.json").stat().st_mtime_ns
+
+    resumed = run_ddz(*args, "--out", str(killed), timeout=600)
+    assert resumed.returncode == 2 and "1 cell(s) failed" in resumed.stderr
+    assert "5 cells: 3 run, 1 finished before, 1 failed" in resumed.stderr
+    assert (killed / "digits-dm-ipc2-none" / "cell.json").stat().st_mtime_ns == first_cell
+
+    straight = run_ddz(*args, "--out", str(tmp_path / "straight"), "--launcher", "local", "--jobs", "1",
+                       timeout=600)
+    assert straight.returncode == 2, straight.stderr
+    assert _report_cells(killed) == _report_cells(tmp_path / "straight")
+
+    report = json.loads((killed / "report.json").read_text())
+    status = {cell["key"]: cell["status"] for cell in report["cells"]}
+    assert status.pop("digits-dm-ipc2-nomatch") == "failed" and set(status.values()) == {"done", "skipped"}
+    failed = next(cell for cell in report["cells"] if cell["status"] == "failed")
+    assert "nosuchset" in failed["error"] and "nosuchset" in (killed / "report.md").read_text()
+
+    again = run_ddz(*args, "--out", str(killed), timeout=600)
+    assert "0 run, 4 finished before, 1 failed" in again.stderr
+    assert (killed / "digits-dm-ipc2-none" / "cell.json").stat().st_mtime_ns == first_cell
+    reported = run_ddz("repro", "report", str(TINY), "--scale", "smoke", "--out", str(killed))
+    assert reported.returncode == 0, reported.stderr
+    assert _report_cells(killed) == _report_cells(tmp_path / "straight")
