@@ -60,7 +60,8 @@ class RunReport:
 
     @classmethod
     def from_runs(cls, dataset: str, seed: int, synsets: list, synset_files: list[str],
-                  per_run: list[dict[str, ArchResult]], seconds_eval: float, world_size: int = 1) -> RunReport:
+                  per_run: list[dict[str, ArchResult]], seconds_eval: float,
+                  world_size: int = 1) -> RunReport:
         """The report of `--runs N`: synthetic sets (seeds seed..seed+N-1), their files and their
         evaluations (empty when not evaluated), one summary over all of them."""
         first = synsets[0]
