@@ -139,21 +139,15 @@ class DistillConfig:
             raise ConfigError(f"--ipc must be at least 1, got {self.ipc}")
         if self.memory not in MEMORY:
             raise ConfigError(unknown_name("--memory", self.memory, MEMORY))
-        for name in ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn"):
+        if self.iterations is not None and self.iterations < 0:
+            raise ConfigError(f"--iterations must be >= 0, got {self.iterations}")
+        counts = ("batch_real", "batch_train", "outer_loop", "inner_loop", "syn_steps", "expert_epochs",
+                  "max_start_epoch", "batch_syn")
+        for name in counts:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("lr_lr", "lr_teacher"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.iterations is not None and self.iterations < 0:
-            raise ConfigError(f"--iterations must be >= 0, got {self.iterations}")
-        for name in ("batch_real", "batch_train", "outer_loop", "inner_loop"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("lr_img", "lr_net"):
+        for name in ("lr_img", "lr_net", "lr_lr", "lr_teacher"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
