@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ddz.data.augment import DSAConfig, DSAParams
 from ddz.data.base import ImageDataset
-from ddz.distill.methods import DistillConfig, IterationRNG, build_method
+from ddz.distill.methods import DistillConfig, IterationRNG, MTTConfig, build_method
 from ddz.distill.methods.base import new_state
 from ddz.distill.methods.dc import matching_loss
 from ddz.distill.methods.dm import dm_loss
@@ -268,21 +268,21 @@ class ReferenceMTT:
         self.labels = torch.arange(K, device=data.device).repeat_interleave(IPC)
         self.lr = torch.tensor(config.lr_teacher, device=data.device, requires_grad=True)
         self.opt_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=0.5)
-        self.opt_lr = torch.optim.SGD([self.lr], lr=config.lr_lr, momentum=0.5)
+        self.opt_lr = torch.optim.SGD([self.lr], lr=config.mtt.lr_lr, momentum=0.5)
 
     def iteration(self, rng: IterationRNG) -> torch.Tensor:
         config = self.config
         trajectory = self.trajectories[self.draws.randrange(len(self.trajectories))]
-        start_epoch = self.draws.randrange(config.max_start_epoch)
+        start_epoch = self.draws.randrange(config.mtt.max_start_epoch)
         start = trajectory[start_epoch]
-        target = trajectory[start_epoch + config.expert_epochs]
+        target = trajectory[start_epoch + config.mtt.expert_epochs]
         flat = start.clone().requires_grad_(True)
         dsa = rng.dsa(config.dsa)
         chunks = []
-        for _ in range(config.syn_steps):
+        for _ in range(config.mtt.syn_steps):
             if not chunks:
                 order = torch.randperm(len(self.images))
-                chunks = list(torch.split(order, config.batch_syn or len(self.images)))
+                chunks = list(torch.split(order, config.mtt.batch_syn or len(self.images)))
             idx = chunks.pop()
             x = dsa(self.images[idx], dsa.per_sample(len(idx)))
             loss = F.cross_entropy(self.student(flat, x), self.labels[idx])
@@ -317,18 +317,19 @@ def bench_mtt(data: ImageDataset, args) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         buffer, trajectories = mtt_experts(folder, args.device)
-        base = DistillConfig(method="mtt", ipc=IPC, syn_steps=args.syn_steps[0], expert_epochs=2,
-                             max_start_epoch=3, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01).resolved()
+        mtt = MTTConfig(syn_steps=args.syn_steps[0], expert_epochs=2, max_start_epoch=3, lr_lr=1e-5,
+                        lr_teacher=0.01)
+        base = DistillConfig(method="mtt", ipc=IPC, lr_img=1000.0, mtt=mtt).resolved()
         draw = torch.Generator(device=data.device).manual_seed(1)
         start_images = data.sample_all_classes(IPC, draw).flatten(0, 1)
         rows = []
         for steps in args.syn_steps:
-            config = replace(base, syn_steps=steps)
+            config = replace(base, mtt=replace(base.mtt, syn_steps=steps))
             variants: dict[str, Callable[[int], object]] = {}
             reference = ReferenceMTT(config, trajectories, data, start_images)
             variants["reference"] = lambda it, r=reference: r.iteration(IterationRNG(0, it, data.device))
             for memory in ("unrolled", "constant"):
-                cfg = replace(config, memory=memory)
+                cfg = replace(config, mtt=replace(config.mtt, memory=memory))
                 state = new_state(start_images, IPC, cfg.lr_img, cfg.momentum)
                 runner = TrajectoryMatching(cfg, data, None, buffer)
                 variants[memory] = (lambda it, s=state, m=runner: m.step(s, IterationRNG(0, it, data.device)))

@@ -27,7 +27,7 @@ from ddz.distill.evaluate import EvalConfig, evaluate_synset, random_real
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.guidance import Guidance, GuidanceConfig
 from ddz.distill.loop import distill
-from ddz.distill.methods import DistillConfig
+from ddz.distill.methods import DistillConfig, MTTConfig
 from ddz.zoo.api import Zoo
 from ddz.zoo.paths import ZooPaths
 from ddz.zoo.train import RECIPES
@@ -84,7 +84,7 @@ def main() -> None:
                      dataset_name="digits")
         record(ipc, "DM", dm.images, dm.labels, time.perf_counter() - started)
         mtt = DistillConfig(method="mtt", ipc=ipc, iterations=args.mtt_iterations,
-                            max_start_epoch=args.max_start_epoch)
+                            mtt=MTTConfig(max_start_epoch=args.max_start_epoch))
         started = time.perf_counter()
         plain = distill(data, mtt, seed=0, experts=experts, dataset_name="digits")
         record(ipc, "MTT", plain.images, plain.labels, time.perf_counter() - started, plain.lr)

@@ -81,15 +81,15 @@ def test_ptm_with_the_wrong_channel_count_is_one_line(run_ddz, tmp_path):
 
 
 def test_default_run_folder_names():
-    from ddz.cli.distill import default_out
+    from ddz.distill.run import default_out
 
     assert default_out("cifar10", "dm", 10, 0) == Path("runs/cifar10-dm-ipc10-seed0")
     assert default_out("npz:/data/path mnist.npz", "dc", 1, 2) == Path("runs/path_mnist-dc-ipc1-seed2")
 
 
 def test_guided_runs_get_their_own_folder(digits):
-    from ddz.cli.distill import default_out
     from ddz.distill.guidance import Guidance, GuidanceConfig
+    from ddz.distill.run import default_out
     from ddz.nets import build_net
     from ddz.zoo.ptm import PTM
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ddz.data.augment import DSA, DSAConfig
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.loop import distill
-from ddz.distill.methods import DistillConfig
+from ddz.distill.methods import DistillConfig, MTTConfig
 from ddz.distill.methods.mtt import Student, constant_memory_gradients, plan_steps, unrolled_loss
 from ddz.errors import ConfigError
 from ddz.nets import build_net
@@ -42,11 +42,10 @@ def buffer_of(zoo: Zoo, query: str = "digits/convnet3/*") -> ExpertBuffer:
     return ExpertBuffer(rows, zoo.files(rows))
 
 
-def mtt_config(**changes) -> DistillConfig:
-    settings = dict(method="mtt", ipc=1, iterations=3, syn_steps=3, expert_epochs=2, max_start_epoch=2,
-                    lr_img=100.0)
-    settings.update(changes)
-    return DistillConfig(**settings)
+def mtt_config(iterations: int = 3, **mtt) -> DistillConfig:
+    settings = dict(syn_steps=3, expert_epochs=2, max_start_epoch=2)
+    settings.update(mtt)
+    return DistillConfig(method="mtt", ipc=1, iterations=iterations, lr_img=100.0, mtt=MTTConfig(**settings))
 
 
 def test_the_recipe_table_and_expert_snapshots(experts):

@@ -32,6 +32,7 @@ class Settings:
     data_root: Path = Path("data")
     device: str = "auto"
     seed: int = 0
+    seed_given: bool = False  # --seed was on the command line (it then overrides a --config file's)
     debug: bool = False
     argv: tuple[str, ...] = ()  # the command line as given (launchers re-run it in every rank)
 

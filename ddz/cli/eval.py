@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +11,6 @@ from rich.table import Table
 from ddz.cli.common import RichProgress, out, settings, write_json
 from ddz.cli.main import app
 from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
-from ddz.errors import ConfigError
 
 if TYPE_CHECKING:
     from ddz.distill.report import RunReport
@@ -71,89 +68,30 @@ def eval_command(
     """Evaluate by the protocol: N fresh nets per arch, SGD, accuracy on the real test set.
 
     Several synthetic sets (or --random-real --runs N) are evaluated one after another, set k with
-    seed S+k, and summarised as the reference does: mean and std over all sets x models."""
+    seed S+k, and summarised as the reference does: mean and std over all sets x models. A set
+    that learnt its step size (MTT) trains with its own."""
     from ddz.distill.evaluate import EvalConfig
+    from ddz.distill.request import EvalRequest
+    from ddz.distill.run import RunContext, evaluate
 
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
         augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,
     )
-    if runs < 1:
-        raise ConfigError(f"--runs must be at least 1, got {runs}")
+    request = EvalRequest(tuple(str(p) for p in synsets or ()), config, settings.seed, random_real_baseline,
+                          dataset, ipc, runs, resolution)
     ranks = start_or_join(RankOptions(nproc, dist_timeout))
     if ranks is None:
         return  # the ranks this process started have done the work
     try:
-        _evaluate_on_ranks(
-            ranks, config, synsets, dataset, random_real_baseline, ipc, runs, resolution, json_path
-        )
+        with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
+            context = RunContext(None, settings.data_root, settings.torch_device, progress, ranks)
+            report = evaluate(request, context)
     finally:
         ranks.close()
-
-
-def _evaluate_on_ranks(
-    ranks, config, synsets, dataset, random_real_baseline, ipc, runs, resolution, json_path
-) -> None:
-    """The command's work in one rank (or the only process): the models are dealt out over the
-    ranks; rank 0 prints and writes."""
-    from ddz.data import load_dataset
-    from ddz.data.zca import whitened
-    from ddz.distill.evaluate import combine_runs, evaluate_synset, random_real
-    from ddz.distill.report import RunReport, run_record
-    from ddz.distill.synset import load_synset
-
-    device = settings.torch_device
-    seeds = [settings.seed + k for k in range(runs if random_real_baseline else len(synsets or [1]))]
-    per_run = []
-    if random_real_baseline:
-        if dataset is None or synsets:
-            raise ConfigError("--random-real needs --dataset D (and no SYNSET argument)")
-        data = load_dataset(dataset, settings.data_root, device, resolution)
-        sets = [(*random_real(data, ipc, seed), seed) for seed in seeds]
-        meta = dict(method="random-real", ptm_query=[], ptms=[], guidance=None, alpha=0.0,
-                    alpha_source=None, iterations=0, seconds_distill=0.0)
-        names: list[str | None] = [None] * len(sets)
-    else:
-        if not synsets:
-            raise ConfigError("give one or more SYNSET files, or --random-real --dataset D --ipc K")
-        saved = [load_synset(path) for path in synsets]
-        first = saved[0]
-        for path, other in zip(synsets[1:], saved[1:], strict=True):
-            if (other.dataset, other.ipc, other.classes) != (first.dataset, first.ipc, first.classes):
-                raise ConfigError(
-                    f"{path} is {other.dataset} IPC {other.ipc} but {synsets[0]} is {first.dataset} "
-                    f"IPC {first.ipc}; evaluate synthetic sets of one setting together"
-                )
-        data = load_dataset(first.dataset, settings.data_root, device, first.images.shape[-1])
-        if first.zca:  # the set lives in the whitened space its distillation used
-            data = whitened(data)[0]
-        if first.lr is not None:  # MTT: train with the step size the set learnt
-            config = replace(config, lr=first.lr)
-        ipc = first.ipc
-        sets = [(s.images, s.labels, seed) for s, seed in zip(saved, seeds, strict=True)]
-        meta = dict(method=first.method, ptm_query=first.ptm_query, ptms=first.ptms, guidance=first.guidance,
-                    alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
-                    seconds_distill=sum(s.seconds_distill for s in saved))
-        names = [str(path) for path in synsets]
-    started = time.perf_counter()
-    notes: list[str] = []
-    with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
-        for images, labels, seed in sets:
-            per_run.append(evaluate_synset(images, labels, data, config, seed, progress, notes, ranks))
     if not ranks.is_main:
         return
-    for note in dict.fromkeys(notes):
+    for note in report.notes:
         out.print(note)
-    several = len(sets) > 1
-    report = RunReport(
-        dataset=data.name, ipc=ipc, seed=settings.seed, eval=combine_runs(per_run),
-        seconds_eval=time.perf_counter() - started, world_size=ranks.world,
-        synset=None if several else names[0],
-        runs=[
-            run_record(seed, name, result)
-            for (_, _, seed), name, result in zip(sets, names, per_run, strict=True)
-        ] if several else None,
-        **meta,
-    )
     out.print(results_table(report))
     write_json(json_path, report.to_json())

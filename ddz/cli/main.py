@@ -33,10 +33,11 @@ def global_options(
         Path("data"), "--data-root", envvar="DDZ_DATA_ROOT", help="Folder holding the data sets."
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    seed: int = typer.Option(0, "--seed", help="Fixes every random choice of the run."),
+    seed: int = typer.Option(None, "--seed", help="Fixes every random choice of the run (default 0)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    settings.data_root, settings.device, settings.seed, settings.debug = data_root, device, seed, debug
+    settings.data_root, settings.device, settings.debug = data_root, device, debug
+    settings.seed, settings.seed_given = (0, False) if seed is None else (seed, True)
 
 
 @app.command()

@@ -149,6 +149,15 @@ class Guidance:
         members = self.groups[archs[int(torch.randint(len(archs), (1,), generator=generator))]]
         return members[int(torch.randint(len(members), (1,), generator=generator))]
 
+    def ptm_input(self, ptm: PTM, images: torch.Tensor) -> torch.Tensor:
+        """Images of the data set as `ptm` takes them. On ZCA-whitened data a PTM trained without
+        ZCA sees the un-whitened images ([0, 1] space, then its own normalisation)."""
+        data = self.dataset
+        if data.zca is not None and not ptm.zca:
+            flat = (0.0,) * data.channels, (1.0,) * data.channels
+            return ptm.adapt(data.zca.unwhiten(images), *flat)
+        return ptm.adapt(images, data.mean, data.std)
+
     def loss(
         self,
         images: torch.Tensor,
@@ -163,7 +172,7 @@ class Guidance:
         ptm, kind = self.ptms[index], self.kinds[index]
         alpha = self.alphas.per_arch[ptm_arch(ptm)]
         data = self.dataset
-        x = ptm.adapt(images, data.mean, data.std)
+        x = self.ptm_input(ptm, images)
         sharded = shard is not None and shard.sharded
         if kind == "clom":
             logits = ptm.net(x)
@@ -175,7 +184,7 @@ class Guidance:
             generator=data_generator, device=data_generator.device,
         ).to(data.device)
         with torch.no_grad():
-            real = ptm.net.embed(ptm.adapt(data.train_images[pick], data.mean, data.std))
+            real = ptm.net.embed(self.ptm_input(ptm, data.train_images[pick]))
         if sharded:
             return alpha * sharded_cclom_loss(ptm.net.embed(x), labels, real, data.train_labels[pick], shard)
         return alpha * cclom_loss(ptm.net.embed(x), labels, real, data.train_labels[pick])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ from ddz.progress import NullProgress, Progress
 
 LOG_EVERY = 10  # iterations between loss read-backs (each one waits for the device)
 
+# Sees the whole synthetic set at an iteration: (iteration, images, labels, learnt step size).
+Watch = Callable[[int, torch.Tensor, torch.Tensor, "float | None"], None]
+
 
 def viewable(images: torch.Tensor, dataset: ImageDataset):
     """(images, ipc..., mean, std) arguments of write_grid showing what the images depict: ZCA-whitened
@@ -58,9 +61,6 @@ def viewable(images: torch.Tensor, dataset: ImageDataset):
             (0.0,) * channels, (1.0,) * channels)
 
 
-MTT_ONLY = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_teacher", "batch_syn", "memory")
-
-
 def run_identity(
     dataset: ImageDataset, dataset_name: str, config: DistillConfig, seed: int, guidance: Guidance | None,
     experts: ExpertBuffer | None = None,
@@ -69,8 +69,12 @@ def run_identity(
     the number of iterations (so a finished run can be continued), --compile and --memory (both
     give the same images)."""
     settings = config.to_json()
-    for key in ("iterations", "compile", *(MTT_ONLY if config.method != "mtt" else ("memory",))):
+    for key in ("iterations", "compile"):
         settings.pop(key)
+    if config.spec.needs_experts:
+        settings["mtt"].pop("memory")
+    else:
+        settings.pop("mtt")
     identity = {
         "dataset": dataset_name,
         "train_images": len(dataset.train_images),
@@ -108,17 +112,20 @@ def distill(
     ptm_query: Sequence[str] = (),
     experts: ExpertBuffer | None = None,
     ranks: Ranks = SINGLE,
+    watch: Watch | None = None,
+    watch_every: int = 0,
 ) -> SynSet:
     """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save.
     MTT takes its expert trajectories from `experts`. Every rank of `ranks` calls this alike and
-    gets the whole synthetic set back."""
+    gets the whole synthetic set back. `watch(iteration, images, labels, learned_lr)` sees the
+    whole set before every `watch_every`-th iteration (0, N, 2N, ... below `iterations`)."""
     config = config.resolved(dataset.name)
     check_ipc(dataset, config.ipc)
     shard = ClassShard(dataset.num_classes, config.ipc, ranks)
     first_class = shard.classes.start
     dataset_name = dataset_name or dataset.name
     if experts is not None:
-        experts.check(dataset, dataset_name, config.expert_epochs, config.max_start_epoch)
+        experts.check(dataset, dataset_name, config.mtt.expert_epochs, config.mtt.max_start_epoch)
     identity = run_identity(dataset, dataset_name, config, seed, guidance, experts)
     out = Path(out_dir) if out_dir is not None else None
     progress = progress or NullProgress()
@@ -162,7 +169,7 @@ def distill(
         momentum = state.momentum_buffer()
         momentum = shard.whole(momentum) if momentum is not None else None
         if ranks.is_main:
-            extra = method.state_tensors() if hasattr(method, "state_tensors") else {}
+            extra = method.state_tensors()
             checkpoint = Checkpoint(images, momentum, state.iteration, seconds, identity, extra)
             save_checkpoint(out / CHECKPOINT_FILE, checkpoint)
 
@@ -171,6 +178,9 @@ def distill(
     started = time.perf_counter()
     shown = float("nan")
     for iteration in range(state.iteration, config.iterations):
+        if watch is not None and watch_every > 0 and iteration % watch_every == 0:
+            watch(iteration, shard.whole(state.images).detach(), shard.labels(state.images.device),
+                  method.learned_lr)
         loss = method.step(state, IterationRNG(seed, iteration, dataset.device))
         state.iteration = iteration + 1
         if iteration % LOG_EVERY == 0 or state.iteration == config.iterations:
@@ -194,7 +204,7 @@ def distill(
         alpha=guidance.alpha if guidance is not None else 0.0,
         alpha_source=guidance.alpha_source if guidance is not None else None,
         iterations=config.iterations, seconds_distill=seconds,
-        lr=getattr(method, "learned_lr", None),
+        lr=method.learned_lr,
         experts=experts.describe() if experts is not None else [],
         zca=dataset.zca is not None,
     )

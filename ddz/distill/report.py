@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from ddz.distill.curve import Curve
 from ddz.distill.evaluate import ArchResult, combine_runs
 
 
@@ -31,6 +33,9 @@ class RunReport:
     runs: list[dict] | None = None  # with --runs N: [{"seed", "synset", "eval"}] per synthetic set
     world_size: int = 1  # ranks that distilled / evaluated (torch.distributed)
     lr: list[float] | None = None  # MTT: the step size each synthetic set learnt (evaluation trains with it)
+    request: dict[str, Any] | None = None  # the resolved request that produced it (RunRequest.to_json())
+    curves: list[Curve] | None = None  # --eval-every: one accuracy curve per synthetic set
+    notes: list[str] = field(default_factory=list)  # one-line remarks (e.g. an arch trained unbatched)
 
     @property
     def iters_per_sec(self) -> float | None:
@@ -56,6 +61,9 @@ class RunReport:
             "eval": {arch: result.to_json() for arch, result in self.eval.items()},
             **({"runs": self.runs} if self.runs is not None else {}),
             **({"lr": self.lr} if self.lr is not None else {}),
+            **({"eval_curve": [c.to_json() for c in self.curves]} if self.curves else {}),
+            **({"notes": self.notes} if self.notes else {}),
+            **({"request": self.request} if self.request is not None else {}),
         }
 
     @classmethod

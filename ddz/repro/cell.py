@@ -19,12 +19,12 @@ from typing import Any, Literal
 from ddz.data import load_dataset
 from ddz.data.base import ImageDataset
 from ddz.devices import resolve_device
-from ddz.distill.evaluate import EVAL_CACHE_FILE, EvalConfig, check_ipc, evaluate_cached
-from ddz.distill.guidance import Guidance, GuidanceConfig
-from ddz.distill.loop import distill
+from ddz.distill.evaluate import EvalConfig
+from ddz.distill.guidance import GuidanceConfig
 from ddz.distill.methods import DistillConfig
 from ddz.distill.report import RunReport
-from ddz.distill.synset import SYNSET_FILE
+from ddz.distill.request import RunRequest
+from ddz.distill.run import RunContext, run
 from ddz.errors import first_line
 from ddz.io import atomic_write_json
 from ddz.progress import NullProgress, Progress
@@ -121,31 +121,29 @@ def cell_data(cell: Cell, context: CellContext) -> ImageDataset:
     return load_dataset(cell.dataset, context.data_root, resolve_device(context.device), cell.resolution)
 
 
-def _distill_and_evaluate(cell: Cell, folder: Path, context: CellContext, progress: Progress,
-                          data: ImageDataset | None) -> RunReport:
-    data = data if data is not None else cell_data(cell, context)
-    check_ipc(data, cell.ipc)
+def cell_request(cell: Cell, context: CellContext, folder: Path) -> RunRequest:
+    """The cell as the one run request every front door builds. Its run folders are
+    <folder>/seed<S> whatever the number of runs (one run would otherwise use `out` itself)."""
     config = DistillConfig(
         method=cell.method, ipc=cell.ipc, iterations=cell.iterations, arch=cell.arch,
         batch_real=cell.batch_real, net_options=cell.net, outer_loop=cell.outer_loop,
         inner_loop=cell.inner_loop,
-    ).resolved(cell.dataset)
-    guide = None
-    if cell.guided:
-        ptms = Zoo(context.zoo, context.offline).load_ptms(list(cell.ptm), str(data.device))
-        guide_config = GuidanceConfig(cell.guidance, cell.alpha, (), cell.cclom_batch)
-        guide = Guidance(ptms, data, guide_config, config.method, cell.ipc)
-    eval_config = EvalConfig(archs=cell.eval_archs, models=cell.eval_models, epochs=cell.eval_epochs)
-    checkpoint_every = max(1, min(100, config.iterations // 10))
-    synsets, files, per_run, seconds_eval = [], [], [], 0.0
-    for seed in range(context.seed, context.seed + cell.runs):
-        run_dir = folder / f"seed{seed}"
-        synset = distill(data, config, seed, guide, run_dir, checkpoint_every, progress,
-                         dataset_name=cell.dataset, ptm_query=list(cell.ptm))
-        started = time.perf_counter()
-        per_run.append(evaluate_cached(synset.images, synset.labels, data, eval_config, seed,
-                                       run_dir / EVAL_CACHE_FILE, progress))
-        seconds_eval += time.perf_counter() - started
-        synsets.append(synset)
-        files.append(str(run_dir / SYNSET_FILE))
-    return RunReport.from_runs(cell.dataset, context.seed, synsets, files, per_run, seconds_eval)
+    )
+    iterations = config.resolved(cell.dataset).iterations or 0
+    out = folder / f"seed{context.seed}" if cell.runs == 1 else folder
+    return RunRequest(
+        dataset=cell.dataset, distill=config, ptm=tuple(cell.ptm) if cell.guided else (),
+        guidance=GuidanceConfig(cell.guidance, cell.alpha, (), cell.cclom_batch) if cell.guided
+        else GuidanceConfig(),
+        runs=cell.runs, seed=context.seed,
+        evaluation=EvalConfig(archs=cell.eval_archs, models=cell.eval_models, epochs=cell.eval_epochs),
+        resolution=cell.resolution, out=str(out), checkpoint_every=max(1, min(100, iterations // 10)),
+    )
+
+
+def _distill_and_evaluate(cell: Cell, folder: Path, context: CellContext, progress: Progress,
+                          data: ImageDataset | None) -> RunReport:
+    request = cell_request(cell, context, folder)
+    zoo = Zoo(context.zoo, context.offline)
+    run_context = RunContext(zoo, context.data_root, resolve_device(context.device), progress, data=data)
+    return run(request, run_context)

@@ -27,7 +27,7 @@ def load_snapshot(path: str | Path, expected_sha256: str | None, device: str | t
         raise IntegrityError(f"{path}: weights do not fit the recorded net_config ({why})") from None
     return PTM(name=str(meta.name), sha256=actual, net=net.to(device).eval(), classes=list(meta.classes),
                mean=meta.mean, std=meta.std, image_size=meta.image_size, in_channels=meta.in_channels,
-               arch=meta.name.arch)
+               arch=meta.name.arch, zca=bool(meta.recipe.get("zca", False)))
 
 
 def load_ptms(rows: Sequence[Resolved], files: Mapping[str, Path], hf_cache: Path,

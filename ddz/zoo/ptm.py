@@ -27,6 +27,7 @@ class PTM:
     image_size: int
     in_channels: int
     arch: str | None = None  # the zoo arch (None for external models)
+    zca: bool = False  # trained on ZCA-whitened images (the MTT reference's --zca)
 
     @property
     def num_classes(self) -> int:

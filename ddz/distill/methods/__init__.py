@@ -1,14 +1,14 @@
-"""DC, DSA, DM and MTT: each a small object with one `step(state, rng)`; ddz.distill.loop runs them."""
+"""DC, DSA, DM and MTT: each a small object with one `step(state, rng)`, described by a row of
+the METHODS table (ddz.distill.methods.registry); ddz.distill.loop runs them."""
 
 from __future__ import annotations
 
 from ddz.data.base import ImageDataset
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.guidance import Guidance
-from ddz.distill.methods.base import METHODS, DistillConfig, IterationRNG, Method, SynState, loops_for_ipc
-from ddz.distill.methods.dc import GradientMatching
-from ddz.distill.methods.dm import DistributionMatching
-from ddz.distill.methods.mtt import TrajectoryMatching
+from ddz.distill.methods.base import IterationRNG, Method, SynState, loops_for_ipc
+from ddz.distill.methods.config import DistillConfig, MTTConfig
+from ddz.distill.methods.registry import METHODS, MethodInputs, MethodSpec
 from ddz.distributed.shard import ClassShard
 from ddz.errors import ConfigError
 
@@ -20,24 +20,25 @@ def build_method(
     experts: ExpertBuffer | None = None,
     shard: ClassShard | None = None,
 ) -> Method:
-    """The method of a resolved config (MTT needs its `experts`); with `shard`, for this rank's
-    classes (DC, DSA, DM)."""
-    if config.method == "dm":
-        return DistributionMatching(config, dataset, guidance, shard)
-    if config.method == "mtt":
-        if experts is None:
-            raise ConfigError("--method mtt needs expert trajectories: add --experts 'DATASET/ARCH/*'")
-        if shard is not None and shard.sharded:
-            raise ConfigError("--method mtt runs on one rank for now: drop --nproc / torchrun for MTT")
-        return TrajectoryMatching(config, dataset, guidance, experts)
-    return GradientMatching(config, dataset, guidance, shard)
+    """The method of a resolved config (with its `experts` where it needs them); with `shard`,
+    for this rank's classes."""
+    spec = config.spec
+    if spec.needs_experts and experts is None:
+        raise ConfigError(f"--method {spec.name} needs expert trajectories: add --experts 'DATASET/ARCH/*'")
+    if not spec.needs_experts and experts is not None:
+        raise ConfigError(f"--experts are MTT's: use --method mtt, or drop --experts for {spec.name}")
+    if not spec.shards and shard is not None and shard.sharded:
+        raise ConfigError(f"--method {spec.name} runs on one rank for now: drop --nproc / torchrun for it")
+    return spec.build(MethodInputs(config, dataset, guidance, shard, experts))
 
 
 __all__ = [
     "METHODS",
     "DistillConfig",
     "IterationRNG",
+    "MTTConfig",
     "Method",
+    "MethodSpec",
     "SynState",
     "build_method",
     "loops_for_ipc",

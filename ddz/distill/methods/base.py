@@ -1,9 +1,9 @@
-"""What every distillation method shares: the typed config, the loops-by-IPC rule, the
-per-iteration random streams, the synthetic-set state and fresh random nets."""
+"""What every distillation method shares: the loops-by-IPC rule, the per-iteration random
+streams, the synthetic-set state, fresh random nets and the Method protocol."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -11,20 +11,15 @@ from torch import nn
 
 from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
-from ddz.distill.methods.mtt_defaults import mtt_settings
 from ddz.distributed.shard import ClassShard
-from ddz.errors import ConfigError, unknown_name
-from ddz.nets import build_net, check_arch
+from ddz.errors import ConfigError
+from ddz.nets import build_net
 from ddz.nets.batching import device_layout, has_batch_statistics
 from ddz.seeding import derive_seed, generator
 
 if TYPE_CHECKING:
     from ddz.distill.guidance import Guidance
-
-METHODS = ("dc", "dsa", "dm", "mtt")
-MEMORY = ("unrolled", "constant")
-INITS = ("real", "noise")
-DISTANCES = ("ours", "mse", "cos")
+    from ddz.distill.methods.config import DistillConfig
 
 # (outer, inner) loops of the reference DC/DSA code, by IPC.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -50,117 +45,6 @@ def loops_for_ipc(ipc: int) -> tuple[int, int]:
         frac = (ipc - lo) / (hi - lo)
         return ipc, round(LOOPS[lo][1] + frac * (LOOPS[hi][1] - LOOPS[lo][1]))
     return ipc, max(1, round(500 / ipc))
-
-
-# The init of the reference commands: DC's README runs main.py with its default (noise), DSA's
-# README adds --init real, DM's README (and main_DM.py's default) use real.
-DEFAULT_INIT = {"dc": "noise", "dsa": "real", "dm": "real", "mtt": "real"}  # MTT: distill.py --pix_init
-
-
-def default_lr_img(method: str, dataset: str | None, ipc: int) -> float:
-    """DC/DSA 0.1 (main.py); DM 1, except 10 on CIFAR-10 at IPC >= 100 (the DM README: lr_img 1
-    for CIFAR-10 IPC 1/10/50 and every CIFAR-100 IPC up to 125, 10 for CIFAR-10 IPC >= 100);
-    MTT by its table (ddz.distill.methods.mtt_defaults)."""
-    if method == "mtt":
-        return mtt_settings(dataset, ipc).lr_img
-    if method != "dm":
-        return 0.1
-    return 10.0 if dataset == "cifar10" and ipc >= 100 else 1.0
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """One distillation run. `None` fields take the protocol's per-method defaults in `resolved()`:
-    iterations DC/DSA 1000, DM 20000; lr_img by `default_lr_img`; init by DEFAULT_INIT;
-    outer/inner loops from `loops_for_ipc` (DC/DSA only)."""
-
-    method: str = "dm"
-    ipc: int = 10
-    iterations: int | None = None
-    lr_img: float | None = None
-    lr_net: float = 0.01
-    momentum: float = 0.5
-    batch_real: int = 256
-    batch_train: int = 256
-    init: str | None = None
-    arch: str = "convnet3"
-    net_options: tuple[tuple[str, Any], ...] = ()  # e.g. (("width", 32),): build_net overrides
-    distance: str = "ours"
-    outer_loop: int | None = None
-    inner_loop: int | None = None
-    compile: bool = False
-    dsa: DSAConfig = field(default_factory=DSAConfig)
-    # MTT (None: its table by data set and IPC, ddz.distill.methods.mtt_defaults)
-    syn_steps: int | None = None
-    expert_epochs: int | None = None
-    max_start_epoch: int | None = None
-    lr_lr: float | None = None
-    lr_teacher: float | None = None
-    batch_syn: int | None = None  # None after resolving: every synthetic image per student step
-    memory: str = "unrolled"  # "constant": the adjoint gradient, one student step's graph at a time
-
-    @property
-    def augment(self) -> bool:
-        """DSA is on for DSA, DM and MTT (the protocol; MTT's --dsa True), off for DC."""
-        return self.method in ("dsa", "dm", "mtt")
-
-    def resolved(self, dataset: str | None = None) -> DistillConfig:
-        """Every default filled in; `dataset` (its name) decides DM's lr_img."""
-        dm, mtt = self.method == "dm", self.method == "mtt"
-        iterations = self.iterations if self.iterations is not None else (
-            20000 if dm else 5000 if mtt else 1000)  # MTT: distill.py --Iteration 5000
-        lr_img = self.lr_img if self.lr_img is not None else default_lr_img(self.method, dataset, self.ipc)
-        outer, inner = (None, None) if dm or mtt else loops_for_ipc(self.ipc)
-        resolved = replace(
-            self,
-            iterations=iterations,
-            lr_img=lr_img,
-            init=self.init or DEFAULT_INIT[self.method],
-            outer_loop=self.outer_loop if self.outer_loop is not None else outer,
-            inner_loop=self.inner_loop if self.inner_loop is not None else inner,
-        )
-        if not mtt:
-            return resolved
-        table = mtt_settings(dataset, self.ipc)
-        filled = {key: getattr(table, key) for key in
-                  ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_teacher", "batch_syn")
-                  if getattr(self, key) is None}
-        return replace(resolved, **filled)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(unknown_name("method", self.method, METHODS))
-        if self.init is not None and self.init not in INITS:
-            raise ConfigError(unknown_name("init", self.init, INITS))
-        if self.distance not in DISTANCES:
-            raise ConfigError(unknown_name("distance", self.distance, DISTANCES))
-        check_arch(self.arch)
-        if self.ipc < 1:
-            raise ConfigError(f"--ipc must be at least 1, got {self.ipc}")
-        if self.memory not in MEMORY:
-            raise ConfigError(unknown_name("--memory", self.memory, MEMORY))
-        if self.iterations is not None and self.iterations < 0:
-            raise ConfigError(f"--iterations must be >= 0, got {self.iterations}")
-        counts = ("batch_real", "batch_train", "outer_loop", "inner_loop", "syn_steps", "expert_epochs",
-                  "max_start_epoch", "batch_syn")
-        for name in counts:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("lr_img", "lr_net", "lr_lr", "lr_teacher"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DistillConfig:
-        data = dict(data)
-        data["dsa"] = DSAConfig(**data.get("dsa", {}))
-        data["net_options"] = tuple(tuple(item) for item in data.get("net_options", ()))
-        return cls(**data)
 
 
 class IterationRNG:
@@ -284,14 +168,42 @@ class NetSource:
 
 class Method(Protocol):
     """A distillation method: one step updates the synthetic images once (DM) or `outer_loop`
-    times (DC/DSA) and returns the summed loss of the step (a 0-d tensor, not synced)."""
+    times (DC/DSA) and returns the summed loss of the step (a 0-d tensor, not synced).
+
+    A method may carry state of its own beyond the images (MTT: its learnt step size and that
+    step size's momentum): `state_tensors` gives it for a checkpoint ({} when there is none),
+    `load_state_tensors` restores it, and `learned_lr` is the step size evaluation must train
+    with (None: the protocol's)."""
 
     name: str
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor: ...
 
+    def state_tensors(self) -> dict[str, torch.Tensor]: ...
 
-class ClassMatching:
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    @property
+    def learned_lr(self) -> float | None: ...
+
+
+class Stateless:
+    """The Method protocol's state for a method whose only state is the synthetic set."""
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ConfigError(f"this checkpoint holds method state ({', '.join(state)}) that "
+                              "this method does not have; pass another --out")
+
+    @property
+    def learned_lr(self) -> float | None:
+        return None
+
+
+class ClassMatching(Stateless):
     """What DC/DSA and DM share: the settings, the data, the guidance, the classes this rank
     learns (every class by default) and the real images per class; `prepare` does the rest."""
 

@@ -20,14 +20,18 @@ Nets whose BatchNorm statistics span every class cannot be cut so, and are refus
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
-from ddz.distill.methods.base import ClassMatching, DistillConfig, IterationRNG, NetSource, SynState
+from ddz.distill.methods.base import ClassMatching, IterationRNG, NetSource, SynState
 from ddz.errors import ConfigError
 from ddz.nets.batching import forward_in_pieces, micro_batch
+
+if TYPE_CHECKING:
+    from ddz.distill.methods.config import DistillConfig
 
 ACTIVATION_BUDGET = 1 << 31  # bytes of first-layer activations per real forward
 

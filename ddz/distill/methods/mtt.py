@@ -23,6 +23,7 @@ product per step more, and equal to the unrolled gradient (tests/test_mtt.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,11 @@ from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.guidance import Guidance
-from ddz.distill.methods.base import DistillConfig, IterationRNG, SynState
+from ddz.distill.methods.base import IterationRNG, SynState
 from ddz.nets import build_from_config
+
+if TYPE_CHECKING:
+    from ddz.distill.methods.config import DistillConfig
 
 LR_MOMENTUM = 0.5  # the reference's optimizer_lr
 
@@ -134,8 +138,8 @@ class TrajectoryMatching:
         self.config, self.dataset, self.guidance, self.experts = config, dataset, guidance, experts
         device = dataset.device
         self.student = Student(build_from_config(experts.net_config).to(device))
-        self.syn_lr = torch.tensor(float(config.lr_teacher), device=device, requires_grad=True)
-        self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=config.lr_lr, momentum=LR_MOMENTUM)
+        self.syn_lr = torch.tensor(float(config.mtt.lr_teacher), device=device, requires_grad=True)
+        self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=config.mtt.lr_lr, momentum=LR_MOMENTUM)
 
     @property
     def learned_lr(self) -> float:
@@ -160,17 +164,17 @@ class TrajectoryMatching:
         config, device = self.config, self.dataset.device
         pick = rng.generator("mtt-expert", device="cpu")
         expert = int(torch.randint(len(self.experts), (1,), generator=pick))
-        start_epoch = int(torch.randint(config.max_start_epoch, (1,), generator=pick))
+        start_epoch = int(torch.randint(config.mtt.max_start_epoch, (1,), generator=pick))
         names = self.student.names
         start = self.experts.parameters(expert, start_epoch, names, device)
-        target = self.experts.parameters(expert, start_epoch + config.expert_epochs, names, device)
+        target = self.experts.parameters(expert, start_epoch + config.mtt.expert_epochs, names, device)
         dsa = rng.dsa(config.dsa) if config.augment else None
-        batch = config.batch_syn or len(state.images)
-        plans = plan_steps(len(state.images), config.syn_steps, batch, rng.generator("mtt-batches", "cpu"),
-                           dsa, device)
+        batch = config.mtt.batch_syn or len(state.images)
+        plans = plan_steps(len(state.images), config.mtt.syn_steps, batch,
+                           rng.generator("mtt-batches", "cpu"), dsa, device)
         state.optimizer.zero_grad(set_to_none=True)
         self.lr_optimizer.zero_grad(set_to_none=True)
-        if config.memory == "unrolled":
+        if config.mtt.memory == "unrolled":
             loss = unrolled_loss(self.student, start, target, state.images, state.labels, self.syn_lr,
                                  plans, dsa)
             total = loss + self._guidance(state, rng)

@@ -24,10 +24,11 @@ class MTTSettings:
     lr_lr: float = 1e-5
     lr_teacher: float = 0.01
     batch_syn: int | None = None  # None: every synthetic image in each student step
-    zca: bool = False  # whether the table's run whitened the data (then its experts must have)
+    zca: bool | None = False  # whether the table's run whitened the data (then its experts must have)
 
 
-REFERENCE = MTTSettings()
+# Outside the table no setting was tuned, with or without ZCA: no opinion (None).
+REFERENCE = MTTSettings(zca=None)
 TABLE: dict[tuple[str, int], MTTSettings] = {
     ("cifar10", 1): MTTSettings(50, 2, 2, 100.0, 1e-7, 0.01, zca=True),
     ("cifar10", 10): MTTSettings(30, 2, 20, 100.0, 1e-5, 0.001, zca=True),
