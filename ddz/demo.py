@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ddz.data import load_dataset
-from ddz.distill.evaluate import ArchResult, EvalConfig, evaluate_synset, random_real
-from ddz.distill.guidance import Guidance, GuidanceConfig
-from ddz.distill.loop import distill
+from ddz.distill.evaluate import ArchResult, EvalConfig
+from ddz.distill.guidance import GuidanceConfig
 from ddz.distill.methods import DistillConfig
+from ddz.distill.request import EvalRequest, RunRequest
+from ddz.distill.run import RunContext, evaluate, run
 from ddz.distill.synset import GRID_FILE
 from ddz.io import atomic_write_json, atomic_write_text
 from ddz.progress import NullProgress, Progress
@@ -149,49 +150,44 @@ def run_demo(
     ptms = [load_snapshot(path, row.sha256, device) for row, path in pulled]
     stages["hub"] = time.perf_counter() - started
 
-    # 4. Distil with DM, unguided and guided by the pulled pool, then evaluate by the protocol.
-    eval_config = EvalConfig(models=config.eval_models, epochs=config.eval_epochs)
-    distill_config = DistillConfig(
-        method="dm", ipc=config.ipc, iterations=config.dm_iterations, batch_real=config.batch_real
-    )
+    # 4. Distil with DM, unguided and guided by the pool, then evaluate by the protocol: each row is
+    # one request through the run path every front door uses.
+    evaluation = EvalConfig(models=config.eval_models, epochs=config.eval_epochs)
+    context = RunContext(zoo, device=device, progress=progress, data=data)
     rows: list[DemoRow] = []
 
     started = time.perf_counter()
-    images, labels = random_real(data, config.ipc, seed)
-    result = evaluate_synset(images, labels, data, eval_config, seed, progress)[eval_config.archs[0]]
-    rows.append(DemoRow("random real", "-", result, time.perf_counter() - started))
+    baseline = evaluate(EvalRequest(evaluation=evaluation, seed=seed, random_real=True, dataset=DATASET,
+                                    ipc=config.ipc), context)
+    seconds = time.perf_counter() - started
+    rows.append(DemoRow("random real", "-", baseline.eval[evaluation.archs[0]], seconds))
 
-    guide = Guidance(ptms, data, GuidanceConfig(kind="clom", alpha=config.alpha), "dm", config.ipc)
-    runs = [("DM", "-", None), ("DM + CLoM", config.ptm_query, guide)]
-    for label, query, guidance in runs:
+    distill_config = DistillConfig(
+        method="dm", ipc=config.ipc, iterations=config.dm_iterations, batch_real=config.batch_real
+    )
+    guided = GuidanceConfig(kind="clom", alpha=config.alpha)
+    for label, folder, query in (("DM", "dm", None), ("DM + CLoM", "dm-clom", config.ptm_query)):
         started = time.perf_counter()
-        run_dir = out / "runs" / ("dm-clom" if guidance is not None else "dm")
-        synset = distill(
-            data,
-            distill_config,
-            seed,
-            guidance,
-            run_dir,
-            checkpoint_every=max(config.dm_iterations // 4, 1),
-            progress=progress,
-            dataset_name=DATASET,
-            ptm_query=[query] if guidance is not None else [],
-        )
-        result = evaluate_synset(synset.images, synset.labels, data, eval_config, seed, progress)
-        grid = out / f"{run_dir.name}.png"
+        run_dir = out / "runs" / folder
+        report = run(RunRequest(
+            DATASET, distill_config, ptm=(query,) if query else (),
+            guidance=guided if query else GuidanceConfig(), seed=seed, evaluation=evaluation,
+            out=str(run_dir), checkpoint_every=max(config.dm_iterations // 4, 1),
+        ), context)
+        grid = out / f"{folder}.png"
         shutil.copyfile(run_dir / GRID_FILE, grid)
-        rows.append(
-            DemoRow(label, query, result[eval_config.archs[0]], time.perf_counter() - started, grid.name)
-        )
+        rows.append(DemoRow(label, query or "-", report.eval[evaluation.archs[0]],
+                            time.perf_counter() - started, grid.name))
         stages[label] = rows[-1].seconds
+    alpha, alpha_source = report.alpha, report.alpha_source or ""
 
     report = DemoReport(
         config=config,
         seed=seed,
         rows=rows,
         ptms=[{"name": p.name, "sha256": p.sha256} for p in ptms],
-        alpha=guide.alpha,
-        alpha_source=guide.alpha_source,
+        alpha=alpha,
+        alpha_source=alpha_source,
         zoo_seconds=stages["zoo"],
         hub=str(hub),
         pushed_revisions=revisions,

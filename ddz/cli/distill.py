@@ -12,7 +12,6 @@ from ddz.cli.common import RichProgress, console, out, settings, write_json
 from ddz.cli.eval import results_table
 from ddz.cli.main import app
 from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
-from ddz.cli.request_options import apply_overrides, request_base
 
 METHOD, GUIDE, MTT, EVAL, RUN, CLUSTER = "Method", "Guidance", "MTT", "Evaluation", "Run", "Cluster"
 
@@ -88,6 +87,7 @@ def distill_command(
 
     Over several ranks (--nproc N, --launcher slurm, or torchrun --nproc-per-node N -m ddz
     distill ...) the classes are sharded over the ranks and rank 0 writes every file."""
+    from ddz.cli.request_options import apply_overrides, request_base
     from ddz.distill.run import RunContext, run
 
     options = {k: v for k, v in locals().items() if k not in ("config_file", "json_path")}
