@@ -142,14 +142,23 @@ def report_command(
     out_dir: Path | None = typer.Option(None, "--out", help="Grid folder (default runs/repro/SPEC-SCALE)."),
 ) -> None:
     """Write DIR/report.md and DIR/report.json (and a figure's PNG) from the cells run so far."""
-    from ddz.repro.run import default_folder, write_report
+    from ddz.repro.grid import expand
+    from ddz.repro.run import default_folder, read_outcomes, write_report
     from ddz.repro.spec_file import find_spec
 
     _check_scale(scale)
     spec = find_spec(spec_name)
     folder = (out_dir or default_folder(spec.name, scale)).absolute()
+    run_first = f"run `ddz repro run {spec_name} --scale {scale}" + (f" --out {folder}`" if out_dir else "`")
     if not folder.is_dir():
-        raise ConfigError(f"{folder} does not exist; run `ddz repro run {spec_name} --scale {scale}` first")
-    report = write_report(spec, scale, folder)
+        raise ConfigError(f"{folder} does not exist; {run_first} first")
+    cells = expand(spec, scale)
+    outcomes = read_outcomes(cells, folder)
+    if not outcomes:
+        raise ConfigError(
+            f"no cell of {spec.name} at scale {scale} has run in {folder} (none of its {len(cells)} cell "
+            f"folders holds a cell.json); {run_first} first, or give --out the grid folder it wrote"
+        )
+    report = write_report(spec, scale, folder, cells, outcomes)
     console.print(f"{len(report.outcomes)} of {len(report.cells)} cells have results; report: "
                   f"{folder / 'report.md'}", highlight=False, soft_wrap=True)

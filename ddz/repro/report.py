@@ -15,7 +15,7 @@ from typing import Any
 from ddz.io import atomic_write_json, atomic_write_text
 from ddz.repro.cell import CellOutcome
 from ddz.repro.grid import Cell, baseline_of
-from ddz.repro.spec import PaperValue, Spec, paper_value_matches
+from ddz.repro.spec import AXES, PaperValue, Spec, paper_value_matches
 
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
 
@@ -73,10 +73,12 @@ class GridReport:
             } if self.comparable else {}
             objects.append({
                 "key": cell.key,
-                **{axis: cell.coords[axis] for axis in ("dataset", "method", "ipc", "pool", "alpha")},
+                **{axis: cell.coords[axis] for axis in AXES},
                 "data_set_used": cell.dataset,
                 "pool_label": cell.pool_label,
                 "ptm_query": list(cell.ptm),
+                "experts_label": cell.experts_label,
+                "experts_query": list(cell.experts),
                 "status": outcome.status if outcome else "not run",
                 "error": outcome.error if outcome else None,
                 "seconds": round(outcome.seconds, 2) if outcome else None,
@@ -114,6 +116,7 @@ class GridReport:
             "cells": self.cell_objects(),
             "failed": [o.key for o in self.outcomes if o.status == "failed"],
             "plot": self.plot,
+            "assumptions": [a.to_json() for a in self.spec.assumptions],
         }
 
     def markdown(self) -> str:
@@ -145,6 +148,9 @@ class GridReport:
             lines += [f"- `{o['key']}`: {o['error']}" for o in failed]
         if self.plot:
             lines += ["", f"![{self.spec.name}]({self.plot})"]
+        if self.spec.assumptions:
+            lines += ["", "## Assumptions (settings the paper does not state)", "",
+                      *[f"- {a.what}: {a.value} (source: {a.source})" for a in self.spec.assumptions]]
         if self.spec.notes:
             lines += ["", "## Notes", "", *[f"- {note}" for note in self.spec.notes]]
         return "\n".join(lines) + "\n"
@@ -175,9 +181,10 @@ def _row(obj: dict[str, Any], arch: str) -> str:
         paper_text = f"{_pm(paper['mean'], paper['std'])} ({paper['table']}, {paper['row']})"
     effect = obj["clom_effect"] or {}
     alpha = "" if obj["alpha"] == "default" else f", alpha {obj['alpha']:g}"
+    experts = f"; {obj['experts_label']}" if obj["experts_label"] else ""
     cells = [
         f"`{obj['key']}`",
-        obj["pool_label"] + alpha,
+        obj["pool_label"] + alpha + experts,
         arch,
         obj["status"],
         _pm(ddz["mean"], ddz["std"]) if ddz else "-",

@@ -16,9 +16,9 @@ from ddz.repro.launch import run_cells
 from ddz.repro.plots import write_plot
 from ddz.repro.report import GridReport
 from ddz.repro.spec import Spec
+from ddz.repro.zoo_use import need_recipe
 from ddz.zoo.api import Zoo
 from ddz.zoo.launch import GridSummary, LaunchConfig
-from ddz.zoo.train import TrainRecipe, snapshots_for
 
 
 def default_folder(spec: str, scale: str) -> Path:
@@ -45,13 +45,12 @@ def check_data(cells: list[Cell], data_root: str) -> None:
 def train_zoo(spec: Spec, scale: str, zoo: Zoo, context: CellContext, config: LaunchConfig,
               progress: Progress) -> list[GridSummary]:
     """The scale's zoo through the facade: plan (checked before anything runs), then train;
-    finished seeds are skipped."""
+    finished seeds are skipped. Each entry trains by its recipe (`ptm`, or `mtt-expert` for MTT's
+    trajectories), with the entry's epochs, snapshots, net options and ZCA."""
     summaries = []
     for need in spec.scale(scale).zoo:
-        snapshots = need.snapshots or snapshots_for(TrainRecipe(), need.epochs, None)
-        recipe = TrainRecipe(epochs=need.epochs, snapshots=snapshots, net=need.net)
         data = load_dataset(need.dataset, context.data_root, "cpu")
-        planned = zoo.plan(need.dataset, list(need.archs), list(range(need.seeds)), recipe, data,
+        planned = zoo.plan(need.dataset, list(need.archs), need.seed_list, need_recipe(need), data,
                            context.data_root, context.device)
         summaries.append(zoo.train([job for job, _ in planned], config, progress, data))
     return summaries

@@ -1,12 +1,15 @@
 """An experiment spec: one of the paper's tables or figures as a grid of `ddz distill` cells.
 
 A spec (YAML, shipped in ddz/repro/specs/) names
-- `grid`: blocks of axes (dataset, method, ipc, pool, alpha); each block is the product of its
-  axes, the cells are the blocks' cells in order;
+- `grid`: blocks of axes (dataset, method, ipc, pool, alpha, experts); each block is the product
+  of its axes, the cells are the blocks' cells in order;
 - `pools`: PTM pools as zoo query templates (`$dataset`, and the scale's variables), the guidance;
+- `experts`: MTT's expert buffers as zoo query templates (trajectories: every snapshot of each
+  run the queries select); an MTT cell names one on its `experts` axis;
 - `scales`: `paper` (the paper's data sets and settings) and `smoke` (the same grid on the embedded
   digits, small counts): the data set each spec data set stands for, the template variables, the
-  zoo to train, runs, distillation and evaluation settings;
+  zoo to train (each entry a recipe: `ptm`, or `mtt-expert` for trajectories), runs, distillation
+  settings (MTT's under `distill.mtt`) and evaluation settings;
 - `paper`: the numbers the paper reports, each with its table and row, at the cells they belong to.
 
 Reading and validating a spec file is ddz.repro.spec_file's job.
@@ -22,9 +25,17 @@ from typing import Any
 
 from ddz.errors import ConfigError, unknown_name
 
-AXES = ("dataset", "method", "ipc", "pool", "alpha")
+AXES = ("dataset", "method", "ipc", "pool", "alpha", "experts")
 SCALES = ("paper", "smoke")
 DEFAULT_ALPHA = "default"  # the alpha axis value that keeps ddz's default (the authors' table)
+NO_EXPERTS = None  # the experts axis value of cells whose method needs none (every method but MTT)
+EXPERT_METHODS = ("mtt",)  # the methods that distil from expert trajectories
+# What a scale may set for MTT (`distill.mtt`), with `ddz distill`'s meaning (--syn-steps, ...);
+# what it leaves out takes MTT's defaults by data set and IPC (ddz.distill.methods.mtt_defaults).
+MTT_INTS = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn")
+MTT_RATES = ("lr_img", "lr_lr", "lr_teacher")
+MTT_CHOICES = {"memory": ("unrolled", "constant")}
+MTT_KEYS = (*MTT_INTS, *MTT_RATES, *MTT_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -41,15 +52,35 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class Experts:
+    """An MTT expert buffer: zoo query templates whose runs are the trajectories (a query without
+    `@SNAPSHOT` selects every snapshot of a run)."""
+
+    name: str
+    label: str
+    query: tuple[str, ...]
+
+    def queries(self, variables: dict[str, str]) -> list[str]:
+        return [string.Template(t).substitute(variables) for t in self.query]
+
+
+@dataclass(frozen=True)
 class ZooNeed:
-    """Seeds x archs of one data set that the scale's pools draw from."""
+    """Seeds x archs of one data set, trained by one recipe, that the scale's cells draw from."""
 
     dataset: str
     archs: tuple[str, ...]
     seeds: int
-    epochs: int = 150
-    snapshots: tuple[int, ...] | None = None  # None: the paper's snapshots that fit, and the last
+    epochs: int | None = None  # None: the recipe's (ptm 150, mtt-expert 50)
+    snapshots: tuple[int, ...] | None = None  # None: the recipe's snapshots that fit, and the last
     net: tuple[tuple[str, Any], ...] = ()
+    recipe: str = "ptm"  # a recipe of ddz.zoo.train.RECIPES
+    seed_start: int = 0  # seeds seed_start .. seed_start + seeds - 1
+    zca: bool = False  # ZCA-whiten the data first (MTT's experts for CIFAR-10 IPC 1/10)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed_start, self.seed_start + self.seeds))
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,7 @@ class Scale:
     net: tuple[tuple[str, Any], ...] = ()
     cclom_batch: int = 1024
     resolution: int | None = None
+    mtt: dict[str, Any] = field(default_factory=dict)  # MTT_KEYS the scale sets
 
     def data_set(self, name: str) -> str:
         return self.datasets.get(name, name)
@@ -101,6 +133,18 @@ class PaperValue:
 
 
 @dataclass(frozen=True)
+class Assumption:
+    """A setting the paper does not state, the value ddz takes, and where that value comes from."""
+
+    what: str
+    value: str
+    source: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"what": self.what, "value": self.value, "source": self.source}
+
+
+@dataclass(frozen=True)
 class PlotSpec:
     """A figure: ddz accuracy against `x` (an axis), one line per `lines` value, one panel per
     `panels` value, the baseline pool dotted."""
@@ -122,6 +166,8 @@ class Spec:
     pools: dict[str, Pool]
     scales: dict[str, Scale]
     paper: tuple[PaperValue, ...] = ()
+    experts: dict[str, Experts] = field(default_factory=dict)
+    assumptions: tuple[Assumption, ...] = ()
     baseline: str | None = None  # the pool of the unguided cells every CLoM effect is measured from
     plot: PlotSpec | None = None
     notes: tuple[str, ...] = ()
@@ -153,6 +199,6 @@ def coordinates(grid: tuple[dict[str, tuple[Any, ...]], ...]) -> list[dict[str, 
 
 def paper_value_matches(value: PaperValue, coords: dict[str, Any]) -> bool:
     """Whether a paper value sits at a cell: every axis it names has the cell's value (alpha
-    defaults to the default alpha)."""
+    defaults to the default alpha; an unnamed experts axis matches any buffer)."""
     wanted = {"alpha": DEFAULT_ALPHA, **{k: v for k, v in value.at.items() if k != "arch"}}
     return all(coords[axis] == wanted_value for axis, wanted_value in wanted.items())

@@ -18,7 +18,15 @@ from ddz.nets import check_arch
 from ddz.repro.spec import (
     AXES,
     DEFAULT_ALPHA,
+    EXPERT_METHODS,
+    MTT_CHOICES,
+    MTT_INTS,
+    MTT_KEYS,
+    MTT_RATES,
+    NO_EXPERTS,
     SCALES,
+    Assumption,
+    Experts,
     PaperValue,
     PlotSpec,
     Pool,
@@ -29,7 +37,10 @@ from ddz.repro.spec import (
     paper_value_matches,
     template_variables,
 )
+from ddz.repro.zoo_use import unused_message, zoo_use
 from ddz.yaml_nodes import NodeChecker, parse_nodes
+from ddz.zoo.query import Query
+from ddz.zoo.train import RECIPES
 
 SPEC_FOLDER = "specs"
 
@@ -49,10 +60,16 @@ class _Reader(NodeChecker):
             raise self.fail(node, f"{what} must be an integer >= {minimum}, got {value!r}")
         return value
 
-    def number(self, node: yaml.Node, value: Any, what: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise self.fail(node, f"{what} must be a number >= 0, got {value!r}")
+    def number(self, node: yaml.Node, value: Any, what: str, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or (positive and value == 0):
+            raise self.fail(node, f"{what} must be a number {'>' if positive else '>='} 0, got {value!r}")
         return float(value)
+
+    def boolean(self, node: yaml.Node, value: Any, what: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(node, f"{what} must be true or false, got {value!r}")
+        return value
 
     def string(self, node: yaml.Node, value: Any, what: str) -> str:
         self.text(node, value, what)
@@ -79,10 +96,12 @@ class _Reader(NodeChecker):
         return tuple(sorted((value or {}).items()))
 
 
-SPEC_KEYS = ("name", "title", "notes", "grid", "pools", "baseline", "scales", "paper", "plot")
+SPEC_KEYS = ("name", "title", "notes", "assumptions", "grid", "pools", "experts", "baseline", "scales",
+             "paper", "plot")
 SCALE_KEYS = ("datasets", "variables", "zoo", "runs", "eval", "distill")
 DISTILL_KEYS = ("iterations", "arch", "batch_real", "outer_loop", "inner_loop", "net", "cclom_batch",
-                "resolution")
+                "resolution", "mtt")
+ZOO_KEYS = ("dataset", "archs", "seeds", "seed_start", "recipe", "epochs", "snapshots", "zca", "net")
 
 
 def _pools(read: _Reader, node: yaml.Node, data: Any) -> dict[str, Pool]:
@@ -98,7 +117,27 @@ def _pools(read: _Reader, node: yaml.Node, data: Any) -> dict[str, Pool]:
     return pools
 
 
-def _grid(read: _Reader, node: yaml.Node, data: Any, pools: dict[str, Pool]) -> tuple[dict, ...]:
+def _experts(read: _Reader, node: yaml.Node, data: Any) -> dict[str, Experts]:
+    buffers = {}
+    for name, (buffer_node, raw) in read.fields(node, data, "experts", tuple((data or {}).keys())).items():
+        what = f"experts {name!r}"
+        got = read.fields(buffer_node, raw, what, ("label", "query"), ("label", "query"))
+        buffers[name] = Experts(name, read.string(*got["label"], f"{what}: label"),
+                                read.strings(*got["query"], f"{what}: query"))
+    return buffers
+
+
+def _assumptions(read: _Reader, node: yaml.Node, data: Any) -> tuple[Assumption, ...]:
+    found = []
+    for item_node, raw in read.items(node, data, "assumptions"):
+        keys = ("what", "value", "source")
+        got = read.fields(item_node, raw, "an assumption", keys, keys)
+        found.append(Assumption(*(read.string(*got[k], k) for k in keys)))
+    return tuple(found)
+
+
+def _grid(read: _Reader, node: yaml.Node, data: Any, pools: dict[str, Pool],
+          experts: dict[str, Experts]) -> tuple[dict, ...]:
     blocks = []
     for block_node, raw in read.items(node, data, "grid"):
         got = read.fields(block_node, raw, "a grid block", AXES, ("dataset", "method", "ipc", "pool"))
@@ -119,37 +158,68 @@ def _grid(read: _Reader, node: yaml.Node, data: Any, pools: dict[str, Pool]) -> 
                     if v not in pools:
                         raise read.fail(n, unknown_name("pool", str(v), pools))
                 block[axis] = tuple(v for _, v in pairs)
+            elif axis == "experts":
+                for n, v in pairs:
+                    if v not in experts:
+                        raise read.fail(n, unknown_name("expert buffer", str(v), experts))
+                block[axis] = tuple(v for _, v in pairs)
             else:
                 block[axis] = tuple(
                     v if v == DEFAULT_ALPHA else read.number(n, v, f"an alpha (or {DEFAULT_ALPHA!r})")
                     for n, v in pairs
                 )
         block.setdefault("alpha", (DEFAULT_ALPHA,))
+        block.setdefault("experts", (NO_EXPERTS,))
+        _check_experts_axis(read, block_node, got, block)
         blocks.append(block)
     return tuple(blocks)
+
+
+def _check_experts_axis(read: _Reader, block_node: yaml.Node, got: dict, block: dict) -> None:
+    """MTT cells need an expert buffer; the other methods take none."""
+    needing = [m for m in block["method"] if m in EXPERT_METHODS]
+    if "experts" not in got and needing:
+        raise read.fail(block_node, f"a grid block with method {needing[0]} needs an `experts` axis naming "
+                        "its expert buffer (see `experts:`)")
+    if "experts" in got:
+        others = [m for m in block["method"] if m not in EXPERT_METHODS]
+        if others:
+            raise read.fail(got["experts"][0], f"experts are for {', '.join(EXPERT_METHODS)} only; put "
+                            f"{', '.join(others)} in a block without `experts`")
 
 
 def _zoo(read: _Reader, node: yaml.Node, data: Any, what: str) -> tuple[ZooNeed, ...]:
     needs = []
     for need_node, raw in read.items(node, data, what):
-        got = read.fields(need_node, raw, f"an entry of {what}",
-                          ("dataset", "archs", "seeds", "epochs", "snapshots", "net"),
-                          ("dataset", "archs", "seeds"))
+        got = read.fields(need_node, raw, f"an entry of {what}", ZOO_KEYS, ("dataset", "archs", "seeds"))
         archs = read.strings(*got["archs"], "archs")
         for arch_node, arch in read.items(*got["archs"], "archs"):
             read.checked(arch_node, check_arch, arch)
+        recipe = read.string(*got["recipe"], "recipe") if "recipe" in got else "ptm"
+        if recipe not in RECIPES:
+            raise read.fail(got["recipe"][0], unknown_name("recipe", recipe, RECIPES))
+        epochs = read.integer(*got["epochs"], "epochs") if "epochs" in got else RECIPES[recipe].epochs
         snapshots = None
-        if "snapshots" in got:
-            snapshots = tuple(read.integer(n, v, "a snapshot epoch") for n, v in read.items(*got["snapshots"],
-                                                                                           "snapshots"))
+        if "snapshots" in got and got["snapshots"][1] == "every":
+            snapshots = tuple(range(epochs + 1))
+        elif "snapshots" in got:
+            snapshots = tuple(read.integer(n, v, "a snapshot epoch (or `every`)", minimum=0)
+                              for n, v in read.items(*got["snapshots"], "snapshots"))
+            late = [e for e in snapshots if e > epochs]
+            if late:
+                raise read.fail(got["snapshots"][0],
+                                f"snapshot epoch {late[0]} comes after the last epoch ({epochs})")
         needs.append(ZooNeed(
             dataset=read.checked(got["dataset"][0], check_dataset_name,
                                  read.string(*got["dataset"], "dataset")),
             archs=archs,
             seeds=read.integer(*got["seeds"], "seeds"),
-            epochs=read.integer(*got["epochs"], "epochs") if "epochs" in got else 150,
+            epochs=epochs if "epochs" in got else None,
             snapshots=snapshots,
             net=read.net_options(*got["net"], "net") if "net" in got else (),
+            recipe=recipe,
+            seed_start=read.integer(*got["seed_start"], "seed_start", 0) if "seed_start" in got else 0,
+            zca=read.boolean(*got["zca"], "zca") if "zca" in got else False,
         ))
     return tuple(needs)
 
@@ -192,6 +262,8 @@ def _scale(read: _Reader, name: str, node: yaml.Node, data: Any, spec_datasets: 
                 settings[key] = read.net_options(value_node, value, "net")
             elif key == "arch":
                 settings[key] = read.checked(value_node, check_arch, read.string(value_node, value, "arch"))
+            elif key == "mtt":
+                settings[key] = _mtt(read, value_node, value, f"{what}: distill.mtt")
             else:
                 settings[key] = read.integer(value_node, value, key)
     if "runs" in got:
@@ -201,18 +273,40 @@ def _scale(read: _Reader, name: str, node: yaml.Node, data: Any, spec_datasets: 
     return Scale(name, datasets, variables, **settings)
 
 
-def _check_templates(read: _Reader, pools_node: yaml.Node, pools: dict[str, Pool],
+def _mtt(read: _Reader, node: yaml.Node, data: Any, what: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for key, (value_node, value) in read.fields(node, data, what, MTT_KEYS).items():
+        if key in MTT_INTS:
+            settings[key] = read.integer(value_node, value, key)
+        elif key in MTT_RATES:
+            settings[key] = read.number(value_node, value, key, positive=True)
+        else:
+            if value not in MTT_CHOICES[key]:
+                raise read.fail(value_node, unknown_name(key, str(value), MTT_CHOICES[key]))
+            settings[key] = value
+    return settings
+
+
+def _check_templates(read: _Reader, named: dict[str, yaml.Node], kinds: dict[str, Any],
                      scales: dict[str, Scale]) -> None:
-    """Every pool's templates must fill in at every scale: an unknown $name fails at the pool."""
-    nodes = {key: value_node for key, _, value_node in read.mapping(pools_node, "pools")}
+    """Every pool's and expert buffer's templates must fill in at every scale, into queries that
+    parse: an unknown $name or a malformed query fails at the pool (or buffer)."""
     for scale in scales.values():
         variables = template_variables(scale, "DATASET")
-        for pool in pools.values():
-            try:
-                pool.queries(variables)
-            except (KeyError, ValueError) as error:
-                raise read.fail(nodes[pool.name], f"pool {pool.name!r}: ${error.args[0]} is not set at scale "
-                                f"{scale.name!r}; set it under scales.{scale.name}.variables") from None
+        for what, items in kinds.items():
+            for item in items.values():
+                try:
+                    queries = item.queries(variables)
+                except (KeyError, ValueError) as error:
+                    raise read.fail(named[what][item.name], f"{what} {item.name!r}: ${error.args[0]} is not "
+                                    f"set at scale {scale.name!r}; set it under scales.{scale.name}.variables"
+                                    ) from None
+                for query in queries:
+                    try:
+                        Query.parse(query)
+                    except DDZError as error:
+                        raise read.fail(named[what][item.name],
+                                        f"{what} {item.name!r} at scale {scale.name!r}: {error}") from None
 
 
 def _paper(read: _Reader, node: yaml.Node, data: Any) -> tuple[PaperValue, ...]:
@@ -258,12 +352,15 @@ def parse_spec(text: str, source: Path) -> Spec:
         raise ConfigError(f"{source}: the spec is empty")
     got = read.fields(root, data, "the spec", SPEC_KEYS, ("name", "title", "grid", "pools", "scales"))
     pools = _pools(read, *got["pools"])
-    grid = _grid(read, *got["grid"], pools)
+    experts = _experts(read, *got["experts"]) if "experts" in got else {}
+    grid = _grid(read, *got["grid"], pools, experts)
     spec_datasets = list(dict.fromkeys(d for block in grid for d in block["dataset"]))
     scales = {}
     for name, (scale_node, raw) in read.fields(*got["scales"], "scales", SCALES, SCALES).items():
         scales[name] = _scale(read, name, scale_node, raw, spec_datasets)
-    _check_templates(read, got["pools"][0], pools, scales)
+    named = {kind: {key: value_node for key, _, value_node in read.mapping(got[section][0], section)}
+             for kind, section in (("pool", "pools"), ("experts", "experts")) if section in got}
+    _check_templates(read, named, {"pool": pools, "experts": experts}, scales)
     baseline = None
     if "baseline" in got:
         baseline = read.string(*got["baseline"], "baseline")
@@ -277,12 +374,28 @@ def parse_spec(text: str, source: Path) -> Spec:
         pools=pools,
         scales=scales,
         paper=_paper(read, *got["paper"]) if "paper" in got else (),
+        experts=experts,
+        assumptions=_assumptions(read, *got["assumptions"]) if "assumptions" in got else (),
         baseline=baseline,
         plot=_plot(read, *got["plot"]) if "plot" in got else None,
         notes=read.strings(*got["notes"], "notes") if "notes" in got else (),
     )
     _check_paper_cells(read, spec, got["paper"][0] if "paper" in got else None)
+    _check_zoo_use(read, spec, got["scales"])
     return spec
+
+
+def _check_zoo_use(read: _Reader, spec: Spec, scales: tuple[yaml.Node, Any]) -> None:
+    """Every zoo entry must train only runs (and epochs) that some cell's query reads."""
+    for name, (scale_node, _) in read.fields(*scales, "scales", SCALES).items():
+        if not spec.scale(name).zoo:
+            continue
+        use = zoo_use(spec, name)
+        zoo_node = {key: value_node for key, _, value_node in read.mapping(scale_node, name)}["zoo"]
+        for entry, entry_node in enumerate(zoo_node.value):
+            message = unused_message(spec, name, entry, use)
+            if message:
+                raise read.fail(entry_node, message)
 
 
 def _check_paper_cells(read: _Reader, spec: Spec, node: yaml.Node | None) -> None:

@@ -1,0 +1,196 @@
+"""Spec schema beyond the basics (tests/test_repro.py): MTT cells (an expert buffer as zoo query
+templates, MTT's settings per scale), zoo entries by recipe, and the rule that every spec trains
+only the zoo runs its cells read, checked over every shipped spec at both scales."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ddz.distill.methods.mtt_defaults import mtt_settings
+from ddz.errors import ConfigError
+from ddz.repro.grid import Cell, expand
+from ddz.repro.spec import SCALES
+from ddz.repro.spec_file import load_spec, parse_spec, shipped_specs
+from ddz.repro.zoo_use import need_recipe, zoo_use
+from ddz.zoo.query import Query
+
+TINY = Path(__file__).parent / "specs" / "tiny.yaml"
+# zoo runs (arch x seed) each spec trains at (paper, smoke); table1 trained (80, 9) before its zoo
+# became what its pools read
+ZOO_RUNS = {"table1": (26, 5), "fig2": (1, 1), "table2": (2, 1), "table3": (0, 2), "table4": (40, 9),
+            "table5": (5, 3), "fig3": (1, 1), "fig3nm": (10, 10), "tableA1": (210, 4)}
+
+MTT_SPEC = """\
+name: mtt
+title: "MTT with and without CLoM"
+grid:
+  - {dataset: [digits], method: [mtt], ipc: [1], pool: [none, m1], experts: [buffer]}
+  - {dataset: [digits], method: [dm], ipc: [1], pool: [none]}
+pools:
+  none: {label: "no CLoM"}
+  m1: {label: "CLoM", ptm: ["${dataset}/convnet3/seed0@${final}"]}
+experts:
+  buffer: {label: "two experts", query: ["${dataset}/convnet3/${experts}"]}
+scales:
+  paper:
+    variables: {final: epoch3, experts: "seed{100..101}"}
+    zoo:
+      - {dataset: digits, archs: [convnet3], seeds: 1, epochs: 3, net: {width: 8}}
+      - {dataset: digits, archs: [convnet3], recipe: mtt-expert, seed_start: 100, seeds: 2, epochs: 3,
+         net: {width: 8}}
+  smoke:
+    variables: {final: epoch3, experts: "seed{100..101}"}
+    zoo:
+      - {dataset: digits, archs: [convnet3], seeds: 1, epochs: 3, net: {width: 8}}
+      - {dataset: digits, archs: [convnet3], recipe: mtt-expert, seed_start: 100, seeds: 2, epochs: 3,
+         snapshots: every, net: {width: 8}}
+    distill:
+      iterations: {mtt: 3, dm: 4}
+      mtt: {syn_steps: 2, expert_epochs: 1, max_start_epoch: 2, lr_teacher: 0.01, memory: constant}
+"""
+
+
+def test_an_mtt_cell_carries_its_experts_and_settings_and_other_cells_none(tmp_path):
+    spec = parse_spec(MTT_SPEC, tmp_path / "mtt.yaml")
+    cells = {c.key: c for c in expand(spec, "smoke")}
+    assert list(cells) == ["digits-mtt-ipc1-none-buffer", "digits-mtt-ipc1-m1-buffer", "digits-dm-ipc1-none"]
+    mtt = cells["digits-mtt-ipc1-m1-buffer"]
+    assert mtt.experts == ("digits/convnet3/seed{100..101}",) and mtt.experts_label == "two experts"
+    assert mtt.ptm == ("digits/convnet3/seed0@epoch3",) and mtt.iterations == 3
+    assert mtt.mtt == {"syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2, "lr_teacher": 0.01,
+                       "memory": "constant"}
+    dm = cells["digits-dm-ipc1-none"]
+    assert dm.experts == () and dm.mtt == {} and dm.coords["experts"] is None
+    assert expand(spec, "paper")[0].mtt == {}  # unset: MTT's defaults by data set and IPC
+    data = json.loads(json.dumps(mtt.to_json()))
+    assert data["experts"] == ["digits/convnet3/seed{100..101}"] and data["mtt"]["syn_steps"] == 2
+    assert Cell.from_json(data) == mtt
+    old = {k: v for k, v in dm.to_json().items() if k not in ("experts", "experts_label", "mtt")}
+    old["coords"] = {k: v for k, v in old["coords"].items() if k != "experts"}
+    assert Cell.from_json(old) == dm  # a cell.json written before experts existed still reads
+
+
+def test_zoo_entries_train_by_their_recipe(tmp_path):
+    spec = parse_spec(MTT_SPEC, tmp_path / "mtt.yaml")
+    ptm, experts = spec.scale("smoke").zoo
+    assert need_recipe(ptm).name == "ptm" and need_recipe(ptm).snapshots == (1, 3)
+    recipe = need_recipe(experts)
+    assert recipe.name == "mtt-expert" and recipe.epochs == 3 and recipe.snapshots == (0, 1, 2, 3)
+    assert recipe.augment == "dsa" and dict(recipe.net) == {"width": 8} and experts.seed_list == [100, 101]
+    # without epochs the recipe's own: 50 for mtt-expert, with a snapshot after every epoch
+    assert need_recipe(spec.scale("paper").zoo[1].__class__("digits", ("convnet3",), 2, recipe="mtt-expert")
+                       ).snapshots == tuple(range(51))
+
+
+BAD_MTT = {
+    "mtt without experts": ("m1], experts: [buffer]}", "m1]}", "needs an `experts` axis"),
+    "experts for dm": ("method: [dm], ipc: [1], pool: [none]}", "method: [dm], ipc: [1], pool: [none], "
+                       "experts: [buffer]}", "experts are for mtt only"),
+    "unknown buffer": ("experts: [buffer]}", "experts: [bufer]}", "unknown expert buffer 'bufer'"),
+    "unknown mtt key": ("      mtt: {syn_steps: 2,", "      mtt: {syn_step: 2,", "unknown key 'syn_step'"),
+    "bad memory": ("memory: constant}", "memory: lots}", "unknown memory 'lots'"),
+    "unknown recipe": ("recipe: mtt-expert", "recipe: mtt-experts", "unknown recipe"),
+    "unset variable": ('convnet3/${experts}"]', 'convnet3/${expert}"]', "$expert is not set"),
+    "bad query": ('query: ["${dataset}/convnet3/${experts}"]', 'query: ["${dataset}/convnet3/${experts}/x"]',
+                  "'/'-separated parts"),
+    "unused experts": ("seed_start: 100, seeds: 2", "seed_start: 100, seeds: 3",
+                       "trains 1 run(s) that no cell's query reads (digits/convnet3 seed102)"),
+    "over-trained": ("seeds: 1, epochs: 3, net", "seeds: 1, epochs: 5, snapshots: [3, 5], net",
+                     "trains digits/convnet3/seed0 for 5 epochs but the cells read at most epoch 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MTT))
+def test_a_bad_mtt_spec_is_one_line_at_its_node(case, tmp_path):
+    old, new, message = BAD_MTT[case]
+    assert MTT_SPEC.count(old) >= 1
+    text = MTT_SPEC.replace(old, new, 1) if case != "unset variable" else MTT_SPEC.replace(old, new)
+    if case == "unset variable":  # the smoke scale sets it: the paper scale's message comes first
+        text = text.replace('experts: "seed{100..101}"', 'other: "x"')
+    pairs = zip(MTT_SPEC.splitlines(), text.splitlines(), strict=False)
+    changed = next(i for i, (a, b) in enumerate(pairs) if a != b)
+    with pytest.raises(ConfigError) as error:
+        parse_spec(text, tmp_path / "bad.yaml")
+    line = str(error.value)
+    assert message in line and "\n" not in line
+    assert line.startswith(f"{tmp_path / 'bad.yaml'}:{changed + 1}:")  # the line that was changed
+
+
+def test_tinys_unused_zoo_arch_fails_at_its_zoo_entry(tmp_path):
+    text = TINY.read_text().replace("archs: [convnet3], seeds: 1", "archs: [convnet3, convnet4], seeds: 1", 1)
+    number = next(i for i, line in enumerate(text.splitlines()) if "convnet4" in line) + 1
+    unused = r"trains 1 run\(s\) that no cell's query reads \(digits/convnet4 seed0\)"
+    with pytest.raises(ConfigError, match=rf"bad.yaml:{number}:.*{unused}"):
+        parse_spec(text, tmp_path / "bad.yaml")
+
+
+def _needed_epochs(cell: Cell) -> range:
+    table = mtt_settings(cell.dataset, cell.ipc)
+    expert_epochs = cell.mtt.get("expert_epochs", table.expert_epochs)
+    return range(cell.mtt.get("max_start_epoch", table.max_start_epoch) + expert_epochs)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", sorted(ZOO_RUNS))
+def test_every_shipped_spec_trains_only_the_zoo_runs_its_cells_read(name, scale):
+    spec = load_spec(shipped_specs()[name])
+    cells = expand(spec, scale)
+    use = zoo_use(spec, scale, cells)
+    assert use.unused == [] and use.overtrained == []
+    assert len(use.runs) == ZOO_RUNS[name][SCALES.index(scale)]
+    # every query reads the planned zoo, but for external PTMs (no seed axis) at the paper scale
+    unmatched = [query for _, query in use.unmatched]
+    assert all(scale == "paper" and Query.parse(q).seed is None for q in unmatched), unmatched
+    # expert trajectories hold every epoch MTT's draws need (0 .. max_start_epoch - 1 + expert_epochs)
+    for cell in cells:
+        for query in cell.experts:
+            parsed = Query.parse(query)
+            runs = [run for run in use.runs if use.read.get(run) and parsed.seed.match(f"seed{run.seed}")
+                    and parsed.arch.match(run.arch)]
+            assert runs, (cell.key, query)
+            for run in runs:
+                assert set(_needed_epochs(cell)) <= set(run.snapshots), (cell.key, run.name)
+
+
+def test_specs_that_share_the_paper_zoo_train_each_run_by_one_recipe():
+    """At the paper scale every spec trains into the zoo DDZ_HOME names: a (dataset, arch, seed) run
+    two specs train must be the same run (ddz.zoo.train stops on a recipe clash)."""
+    seen: dict[tuple, tuple[str, str]] = {}
+    for name, path in shipped_specs().items():
+        spec = load_spec(path)
+        for need in spec.scale("paper").zoo:
+            recipe_hash = need_recipe(need).hash()
+            for arch in need.archs:
+                for seed in need.seed_list:
+                    key = (need.dataset, arch, seed)
+                    other = seen.setdefault(key, (name, recipe_hash))
+                    assert other[1] == recipe_hash, f"{key}: {name} and {other[0]} train it differently"
+
+
+def test_tableA1_is_the_papers_tm_rows_with_two_expert_buffers():
+    spec = load_spec(shipped_specs()["tableA1"])
+    cells = {c.key: c for c in expand(spec, "paper")}
+    assert set(cells) == {"cifar10-mtt-ipc10-none-zca", "cifar10-mtt-ipc10-m10a1-alpha0.1-zca",
+                          "cifar10-mtt-ipc50-none-nozca", "cifar10-mtt-ipc50-m10a1-alpha0.1-nozca"}
+    assert {(v.at["ipc"], v.at["pool"], v.mean, v.std) for v in spec.paper} == {
+        (10, "none", 65.3, 0.7), (10, "m10a1", 66.3, 0.4), (50, "none", 71.6, 0.2), (50, "m10a1", 73.1, 0.2)}
+    by_seed = {seed: need for need in spec.scale("paper").zoo for seed in need.seed_list}
+    assert need_recipe(by_seed[100]).zca and not need_recipe(by_seed[200]).zca  # IPC 10 whitened, 50 not
+    assert mtt_settings("cifar10", 10).zca and not mtt_settings("cifar10", 50).zca
+    assert all(c.experts and c.mtt == {} for c in cells.values())  # the paper scale: MTT's defaults
+    assert any("IDC, DiM and DREAM" in note for note in spec.notes)
+    assert any("alpha" in a.what for a in spec.assumptions)
+
+
+def test_report_of_a_grid_where_no_cell_has_run_is_one_line_and_writes_nothing(run_ddz, tmp_path):
+    empty = tmp_path / "grid"
+    empty.mkdir()
+    result = run_ddz("repro", "report", str(TINY), "--scale", "smoke", "--out", str(empty))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(empty) in lines[0] and "no cell of tiny" in lines[0] and "ddz repro run" in lines[0]
+    assert list(empty.iterdir()) == []
