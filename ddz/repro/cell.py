@@ -21,7 +21,7 @@ from ddz.data.base import ImageDataset
 from ddz.devices import resolve_device
 from ddz.distill.evaluate import EvalConfig
 from ddz.distill.guidance import GuidanceConfig
-from ddz.distill.methods import DistillConfig
+from ddz.distill.methods import DistillConfig, MTTConfig
 from ddz.distill.report import RunReport
 from ddz.distill.request import RunRequest
 from ddz.distill.run import RunContext, run
@@ -124,10 +124,11 @@ def cell_data(cell: Cell, context: CellContext) -> ImageDataset:
 def cell_request(cell: Cell, context: CellContext, folder: Path) -> RunRequest:
     """The cell as the one run request every front door builds. Its run folders are
     <folder>/seed<S> whatever the number of runs (one run would otherwise use `out` itself)."""
+    mtt = dict(cell.mtt)
     config = DistillConfig(
         method=cell.method, ipc=cell.ipc, iterations=cell.iterations, arch=cell.arch,
         batch_real=cell.batch_real, net_options=cell.net, outer_loop=cell.outer_loop,
-        inner_loop=cell.inner_loop,
+        inner_loop=cell.inner_loop, lr_img=mtt.pop("lr_img", None), mtt=MTTConfig(**mtt),
     )
     iterations = config.resolved(cell.dataset).iterations or 0
     out = folder / f"seed{context.seed}" if cell.runs == 1 else folder
@@ -135,7 +136,7 @@ def cell_request(cell: Cell, context: CellContext, folder: Path) -> RunRequest:
         dataset=cell.dataset, distill=config, ptm=tuple(cell.ptm) if cell.guided else (),
         guidance=GuidanceConfig(cell.guidance, cell.alpha, (), cell.cclom_batch) if cell.guided
         else GuidanceConfig(),
-        runs=cell.runs, seed=context.seed,
+        experts=tuple(cell.experts), runs=cell.runs, seed=context.seed,
         evaluation=EvalConfig(archs=cell.eval_archs, models=cell.eval_models, epochs=cell.eval_epochs),
         resolution=cell.resolution, out=str(out), checkpoint_every=max(1, min(100, iterations // 10)),
     )

@@ -29,7 +29,6 @@ AXES = ("dataset", "method", "ipc", "pool", "alpha", "experts")
 SCALES = ("paper", "smoke")
 DEFAULT_ALPHA = "default"  # the alpha axis value that keeps ddz's default (the authors' table)
 NO_EXPERTS = None  # the experts axis value of cells whose method needs none (every method but MTT)
-EXPERT_METHODS = ("mtt",)  # the methods that distil from expert trajectories
 # What a scale may set for MTT (`distill.mtt`), with `ddz distill`'s meaning (--syn-steps, ...);
 # what it leaves out takes MTT's defaults by data set and IPC (ddz.distill.methods.mtt_defaults).
 MTT_INTS = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn")

@@ -12,13 +12,12 @@ import yaml
 
 from ddz.data import check_dataset_name
 from ddz.distill.guidance import KINDS
-from ddz.distill.methods.base import METHODS
+from ddz.distill.methods import METHODS
 from ddz.errors import ConfigError, DDZError, unknown_name
 from ddz.nets import check_arch
 from ddz.repro.spec import (
     AXES,
     DEFAULT_ALPHA,
-    EXPERT_METHODS,
     MTT_CHOICES,
     MTT_INTS,
     MTT_KEYS,
@@ -41,6 +40,9 @@ from ddz.repro.zoo_use import unused_message, zoo_use
 from ddz.yaml_nodes import NodeChecker, parse_nodes
 from ddz.zoo.query import Query
 from ddz.zoo.train import RECIPES
+
+# the methods that distil from expert trajectories (MTT), as the methods' table says
+EXPERT_METHODS = tuple(name for name, spec in METHODS.items() if spec.needs_experts)
 
 SPEC_FOLDER = "specs"
 
