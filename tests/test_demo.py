@@ -32,10 +32,12 @@ def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
     epoch = data["config"]["ptm_epoch"] or data["config"]["zoo_epochs"]
     names = [p["name"] for p in data["ptms"]]
     assert names == [
-        f"digits/{arch}/seed{seed}@epoch{epoch}" for arch in ("convnet3", "convnet4") for seed in range(3)
+        f"digits/{arch}/seed{seed}@epoch{epoch}" for arch in data["config"]["archs"] for seed in range(3)
     ]
     for ptm in data["ptms"]:
-        assert ptm["sha256"] in report
+        # Each PTM is listed with the test accuracy its snapshot recorded.
+        assert 0.0 <= ptm["test_acc"] <= 1.0
+        assert f"| {ptm['name']} | {100 * ptm['test_acc']:.2f} | `{ptm['sha256']}` |" in report
         arch, seed = re.match(r"digits/(\w+)/seed(\d)@", ptm["name"]).groups()
         snapshot = out / "home" / "zoo" / "digits" / arch / f"seed{seed}" / f"epoch{epoch}.safetensors"
         assert sha256_file(snapshot) == ptm["sha256"]
@@ -46,7 +48,8 @@ def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
     assert data["guidance_effect"] == rows["DM + CLoM"]["mean"] - rows["DM"]["mean"]
     assert f"{gain:+.2f} points" in report and f"{gain:+.2f} points" in result.stdout
     assert data["alpha_source"] in report and str(data["alpha"]) in report
-    assert sorted(data["pushed_revisions"]) == ["hub/digits-convnet3", "hub/digits-convnet4"]
+    archs = sorted(data["config"]["archs"])
+    assert sorted(data["pushed_revisions"]) == [f"hub/digits-{arch}" for arch in archs]
 
     # PNG grids of both synthetic sets sit beside the report, and the report links them.
     for grid in ("dm.png", "dm-clom.png"):
