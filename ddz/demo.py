@@ -28,7 +28,7 @@ from ddz.zoo.api import Zoo
 from ddz.zoo.launch import LaunchConfig
 from ddz.zoo.loading import load_snapshot
 from ddz.zoo.paths import ZooPaths
-from ddz.zoo.train import TrainRecipe
+from ddz.zoo.recipes import TrainRecipe
 
 DATASET = "digits"
 

@@ -125,6 +125,7 @@ def distill_command(
 
     Over several ranks (--nproc N, --launcher slurm, or torchrun --nproc-per-node N -m ddz
     distill ...) the classes are sharded over the ranks and rank 0 writes every file."""
+    from ddz.cli.parsing import parse_net_options
     from ddz.data import check_dataset_name, load_dataset
     from ddz.data.zca import whitened
     from ddz.distill.alphas import parse_alpha_options
@@ -135,7 +136,6 @@ def distill_command(
     from ddz.distill.methods import DistillConfig
     from ddz.distill.report import RunReport
     from ddz.distill.synset import GRID_FILE, SYNSET_FILE
-    from ddz.zoo.train import parse_net_options
 
     config = DistillConfig(
         method=method, ipc=ipc, iterations=iterations, lr_img=lr_img, batch_real=batch_real, init=init,

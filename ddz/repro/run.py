@@ -18,7 +18,7 @@ from ddz.repro.report import GridReport
 from ddz.repro.spec import Spec
 from ddz.zoo.api import Zoo
 from ddz.zoo.launch import GridSummary, LaunchConfig
-from ddz.zoo.train import TrainRecipe, snapshots_for
+from ddz.zoo.recipes import TrainRecipe
 
 
 def default_folder(spec: str, scale: str) -> Path:
@@ -48,7 +48,7 @@ def train_zoo(spec: Spec, scale: str, zoo: Zoo, context: CellContext, config: La
     finished seeds are skipped."""
     summaries = []
     for need in spec.scale(scale).zoo:
-        snapshots = need.snapshots or snapshots_for(TrainRecipe(), need.epochs, None)
+        snapshots = need.snapshots or TrainRecipe().snapshots_up_to(need.epochs)
         recipe = TrainRecipe(epochs=need.epochs, snapshots=snapshots, net=need.net)
         data = load_dataset(need.dataset, context.data_root, "cpu")
         planned = zoo.plan(need.dataset, list(need.archs), list(range(need.seeds)), recipe, data,
