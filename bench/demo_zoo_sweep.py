@@ -30,8 +30,8 @@ from ddz.io import atomic_write_json
 from ddz.zoo.api import Zoo
 from ddz.zoo.launch import LaunchConfig
 from ddz.zoo.paths import ZooPaths
+from ddz.zoo.recipes import TrainRecipe
 from ddz.zoo.sources.local import read_snapshot_meta
-from ddz.zoo.train import TrainRecipe
 
 DATASET = "digits"
 

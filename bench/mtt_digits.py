@@ -30,7 +30,7 @@ from ddz.distill.loop import distill
 from ddz.distill.methods import DistillConfig, MTTConfig
 from ddz.zoo.api import Zoo
 from ddz.zoo.paths import ZooPaths
-from ddz.zoo.train import RECIPES
+from ddz.zoo.recipes import RECIPES
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _API = {
     "Zoo": "ddz.zoo.api",
     "ZooPaths": "ddz.zoo.paths",
-    "TrainRecipe": "ddz.zoo.train",
+    "TrainRecipe": "ddz.zoo.recipes",
     "LaunchConfig": "ddz.zoo.launch",
     "load_dataset": "ddz.data",
     "DistillConfig": "ddz.distill.methods",

@@ -30,9 +30,9 @@ from ddz.progress import NullProgress, Progress
 from ddz.zoo.api import Zoo
 from ddz.zoo.launch import LaunchConfig
 from ddz.zoo.paths import ZooPaths
+from ddz.zoo.recipes import TrainRecipe
 from ddz.zoo.records import Resolved
 from ddz.zoo.sources.local import read_snapshot_meta
-from ddz.zoo.train import TrainRecipe
 
 DATASET = "digits"
 

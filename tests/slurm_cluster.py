@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ddz.zoo.launch import stop_process
+from ddz.jobs import stop_process
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 

@@ -34,7 +34,7 @@ def test_two_task_job_writes_one_synset(cluster, tmp_path):
          "--eval-models", "2",
          "--eval-epochs", "1", "--out", str(tmp_path / "run"), "--json", str(tmp_path / "run.json"),
          "--launcher", "slurm", "--nodes", "1", "--nproc", "2", "--partition", cluster.partition,
-         "--cpus-per-task", "1", "--time", "10", "--mem-gb", "2"],
+         "--cpus-per-job", "1", "--time", "10", "--mem", "2G"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr + cluster.logs()

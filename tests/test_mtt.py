@@ -19,7 +19,7 @@ from ddz.errors import ConfigError
 from ddz.nets import build_net
 from ddz.zoo.api import Zoo
 from ddz.zoo.paths import ZooPaths
-from ddz.zoo.train import RECIPES, recipe_named
+from ddz.zoo.recipes import RECIPES, recipe_named
 
 WIDTH = 8
 

@@ -20,7 +20,7 @@ from ddz.repro.grid import expand
 from ddz.repro.spec_file import load_spec
 from ddz.zoo.api import Zoo
 from ddz.zoo.paths import ZooPaths
-from ddz.zoo.train import RECIPES
+from ddz.zoo.recipes import RECIPES
 
 TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 NET = ["--net-option", "width=8"]

@@ -37,6 +37,10 @@ def home(tmp_path, monkeypatch):
         (["--dataset", "cifar10", "--arch", "convnet3"], "data root"),
         (["--dataset", "npz:/nonexistent/pathmnist.npz", "--arch", "convnet3"], "does not exist"),
         (["--dataset", "digits", "--arch", "convnet3", "--launcher", "ray"], "unknown --launcher 'ray'"),
+        (["--dataset", "digits", "--arch", "convnet3", "--recipe", "mtt-zca"], "first): mtt-expert-zca"),
+        (["--dataset", "digits", "--arch", "convnet3", "--time", "4h"], "bad --time '4h'"),
+        (["--dataset", "digits", "--arch", "convnet3", "--mem", "16Q"], "bad --mem '16Q'"),
+        (["--dataset", "digits", "--arch", "convnet3", "--cpus-per-job", "0"], "--cpus-per-job must be"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, home, tmp_path, args, expected):
@@ -100,3 +104,34 @@ def test_train_list_show_and_a_tampered_snapshot(capsys, home, tmp_path):
 
     code, _, err = run(capsys, "zoo", "show", "digits/convnet3/seed7@epoch2")
     assert code == 2 and "no snapshot digits/convnet3/seed7@epoch2" in err
+
+
+TINY_ZCA = (
+    "--device", "cpu", "zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--epochs", "1",
+    "--net-option", "width=4", "--launcher", "inline", "--threads", "1",
+)  # fmt: skip
+
+
+def test_zca_from_the_named_recipe_and_from_the_flag(capsys, home):
+    """mtt-expert-zca and --zca (on the default recipe) train on whitened data and say so in
+    every snapshot's recorded recipe; --no-zca turns the named recipe's off."""
+    runs = {
+        0: (["--recipe", "mtt-expert-zca"], "mtt-expert-zca", True),
+        1: (["--zca"], "ptm", True),
+        2: ([], "ptm", False),
+        3: (["--recipe", "mtt-expert-zca", "--no-zca"], "mtt-expert-zca", False),
+    }
+    hashes = {}
+    for seed, (options, name, zca) in runs.items():
+        code, _, err = run(capsys, *TINY_ZCA, "--seed-start", str(seed), *options)
+        assert code == 0, err
+        code, out, _ = run(capsys, "zoo", "list", f"digits/convnet3/seed{seed}@*", "--json")
+        rows = json.loads(out)
+        assert code == 0 and rows, out
+        for row in rows:
+            code, out, _ = run(capsys, "zoo", "show", row["name"], "--json")
+            recipe = json.loads(out)["metadata"]["recipe"]
+            assert (recipe["name"], recipe["zca"]) == (name, zca), row["name"]
+        hashes[seed] = json.loads(out)["metadata"]["recipe_hash"]
+    assert [r["name"] for r in rows] == ["digits/convnet3/seed3@epoch0", "digits/convnet3/seed3@epoch1"]
+    assert hashes[1] != hashes[2] and hashes[0] != hashes[3]  # whitening changes what a run is

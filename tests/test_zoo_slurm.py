@@ -13,7 +13,9 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
 from ddz.zoo.api import Zoo
 from ddz.zoo.paths import ZooPaths
-from ddz.zoo.train import TrainRecipe, plan_grid, train_run
+from ddz.zoo.plan import plan_grid
+from ddz.zoo.recipes import TrainRecipe
+from ddz.zoo.train import train_run
 
 pytestmark = pytest.mark.slow  # end to end (make check leaves it out)
 

@@ -13,12 +13,15 @@ import pytest
 import torch
 from conftest import ddz_executable
 
+from ddz.cli.parsing import parse_epochs
 from ddz.errors import ConfigError
 from ddz.io import sha256_file
 from ddz.zoo.api import Zoo
 from ddz.zoo.launch import LaunchConfig, run_grid
 from ddz.zoo.paths import ZooPaths
-from ddz.zoo.train import TrainRecipe, parse_epochs, plan_grid, train_run, train_runs
+from ddz.zoo.plan import plan_grid
+from ddz.zoo.recipes import TrainRecipe
+from ddz.zoo.train import train_run, train_runs
 
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH: pins the `created` time, so whole files compare
 RECIPE = TrainRecipe(epochs=8, snapshots=(1, 3, 8), net=(("width", 16),))

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ddz.cli.cluster import CpusPerJob, GpusPerJob, Memory, Partition, TimeLimit, cluster_options
 from ddz.cli.common import RichProgress, console, out, settings, write_json
 from ddz.cli.eval import results_table
 from ddz.cli.main import app
@@ -76,25 +77,28 @@ def distill_command(
     launcher: str = _opt("local", "--launcher", panel=CLUSTER,
                          help="local (--nproc ranks here) | slurm (one job of --nodes x tasks)."),
     nodes: int = _opt(1, "--nodes", panel=CLUSTER, help="slurm: nodes."),
-    gpus_per_node: int = _opt(0, "--gpus-per-node", panel=CLUSTER,
-                              help="slurm: GPUs per node, one rank each (0: --nproc CPU ranks per node)."),
-    partition: str = _opt(None, "--partition", panel=CLUSTER, help="slurm: partition."),
-    time_limit: int = _opt(240, "--time", panel=CLUSTER, help="slurm: job time limit in minutes."),
-    mem_gb: float = _opt(None, "--mem-gb", panel=CLUSTER, help="slurm: memory per node in GB."),
-    cpus_per_task: int = _opt(None, "--cpus-per-task", panel=CLUSTER, help="slurm: CPUs (threads) per rank."),
+    partition: Partition = None,
+    gpus_per_job: GpusPerJob = None,
+    cpus_per_job: CpusPerJob = None,
+    time_limit: TimeLimit = "240",
+    mem: Memory = None,
 ) -> None:
     """Distil a data set into IPC images per class, then evaluate the synthetic set(s).
 
     Over several ranks (--nproc N, --launcher slurm, or torchrun --nproc-per-node N -m ddz
-    distill ...) the classes are sharded over the ranks and rank 0 writes every file."""
+    distill ...) the classes are sharded over the ranks and rank 0 writes every file. With
+    --launcher slurm the run is one job of --nodes nodes; --gpus-per-job GPUs on each node (one
+    rank each; none: --nproc CPU ranks per node) and --cpus-per-job threads per rank."""
     from ddz.cli.request_options import apply_overrides, request_base
     from ddz.distill.run import RunContext, run
 
     options = {k: v for k, v in locals().items() if k not in ("config_file", "json_path")}
     request = apply_overrides(request_base(config_file), options,
                               settings.seed if settings.seed_given else None)
-    ranks = start_or_join(RankOptions(nproc, dist_timeout, launcher, nodes, gpus_per_node, partition,
-                                      time_limit, mem_gb, cpus_per_task))
+    cluster = cluster_options(partition, gpus_per_job, cpus_per_job, time_limit, mem)
+    ranks = start_or_join(RankOptions(nproc, dist_timeout, launcher, nodes, cluster.gpus_per_job or 0,
+                                      cluster.partition, cluster.time_min, cluster.mem_gb,
+                                      cluster.cpus_per_job))
     if ranks is None:
         return  # the ranks this process started have done the work
 

@@ -10,9 +10,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from ddz.cli.cluster import CpusPerJob, GpusPerJob, Memory, Partition, TimeLimit, cluster_options
 from ddz.cli.common import RichProgress, console, out, settings
 from ddz.cli.main import app
-from ddz.cli.zoo import parse_gigabytes, parse_minutes
 from ddz.errors import ConfigError, DDZError
 
 repro_app = typer.Typer(
@@ -81,11 +81,8 @@ def run_command(
     launcher: str = typer.Option("inline", "--launcher", help="inline | local | slurm (one job per cell)."),
     jobs: int | None = typer.Option(None, "--jobs", help="Concurrent cells (local default 1; slurm: all)."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads per worker."),
-    partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
-    gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="SLURM GPUs per job."),
-    cpus_per_job: int | None = typer.Option(None, "--cpus-per-job", help="SLURM CPUs per job."),
-    time_limit: str = typer.Option("240", "--time", help="SLURM time limit per job: minutes or H:MM:SS."),
-    mem: str | None = typer.Option(None, "--mem", help="SLURM memory per job, e.g. 16G."),
+    partition: Partition = None, gpus_per_job: GpusPerJob = None, cpus_per_job: CpusPerJob = None,
+    time_limit: TimeLimit = "240", mem: Memory = None,
 ) -> None:
     """Train the zoo the spec needs, run every cell (finished ones are skipped), write the report."""
     from ddz.repro.cell import CellContext
@@ -98,11 +95,8 @@ def run_command(
     _check_scale(scale)
     spec = find_spec(spec_name)
     spec.scale(scale)
-    config = LaunchConfig(
-        launcher=launcher, jobs=jobs, threads=threads, partition=partition, gpus_per_job=gpus_per_job,
-        cpus_per_job=cpus_per_job, time_min=parse_minutes(time_limit),
-        mem_gb=parse_gigabytes(mem) if mem else None,
-    )
+    config = LaunchConfig(launcher=launcher, jobs=jobs, threads=threads,
+                          cluster=cluster_options(partition, gpus_per_job, cpus_per_job, time_limit, mem))
     folder = (out_dir or default_folder(spec.name, scale)).absolute()
     # The smoke grid trains its small digits zoo inside its folder, so that it never clashes with
     # (or adds to) the user's zoo; the paper grid uses the zoo the environment names.

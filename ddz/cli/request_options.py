@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ddz.cli.parsing import parse_net_options
 from ddz.distill.alphas import parse_alpha_options
 from ddz.distill.request import RunRequest, read_request_file
 from ddz.errors import ConfigError
-from ddz.zoo.train import parse_net_options
 
 # option name -> where it goes in the request's JSON
 PATHS: dict[str, str] = {

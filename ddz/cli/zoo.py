@@ -5,16 +5,26 @@
 from __future__ import annotations
 
 import json
-import re
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
+from ddz.cli.cluster import CpusPerJob, GpusPerJob, Memory, Partition, TimeLimit, cluster_options
 from ddz.cli.common import RichProgress, console, out, print_json, settings, write_json
 from ddz.cli.main import app
-from ddz.errors import ConfigError, DDZError, IntegrityError, QueryError
+from ddz.errors import DDZError, IntegrityError, QueryError
+
+if TYPE_CHECKING:
+    from ddz.data.base import ImageDataset
+    from ddz.zoo.api import Zoo
+    from ddz.zoo.launch import GridSummary
+    from ddz.zoo.recipes import TrainRecipe
+    from ddz.zoo.records import RunState
+    from ddz.zoo.runs import TrainJob
 
 zoo_app = typer.Typer(
     name="zoo",
@@ -24,24 +34,15 @@ zoo_app = typer.Typer(
 app.add_typer(zoo_app, name="zoo")
 
 
-def parse_minutes(text: str) -> int:
-    """SLURM-style time: MINUTES, H:MM[:SS] or D-H[:MM[:SS]] -> whole minutes."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
-    if match is None:
-        raise ConfigError(f"bad --time {text!r}; use minutes (90), H:MM:SS (4:00:00) or D-HH (1-12)")
-    days, first, second, third = match.groups()
-    if days is None and second is None:
-        return int(first)
-    hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
-    return max(1, int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0))
-
-
-def parse_gigabytes(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([MGT]?)B?", text.strip(), flags=re.IGNORECASE)
-    if match is None:
-        raise ConfigError(f"bad --mem {text!r}; use gigabytes (16), or 16G / 16000M")
-    value, unit = float(match[1]), match[2].upper()
-    return value * {"M": 1 / 1024, "G": 1.0, "T": 1024.0, "": 1.0}[unit]
+RECIPE_HELP = ("ptm (the paper's PTMs, 150 epochs) | mtt-expert (MTT's expert trajectories) | "
+               "mtt-expert-zca (the same on ZCA-whitened data).")
+NET_OPTION_HELP = "KEY=VALUE passed to the net factory, e.g. width=16 (repeatable)."
+LAUNCHER_HELP = "inline | local | slurm (default: inline for one job, else local)."
+JOBS_HELP = "Concurrent jobs (local default: GPUs, or 1 on CPU; slurm: all)."
+THREADS_HELP = "torch CPU threads per job (CPU runs are bit-identical for the same count)."
+BATCH_SEEDS_HELP = "Train K seeds of an arch together as one batched model (inline launcher)."
+SNAPSHOTS_HELP = ("Epochs to keep, e.g. 1,4,6,10 or 'every' (0 = the initial weights; default: the recipe's "
+                  "that are <= --epochs, and the last).")
 
 
 @zoo_app.command("train")
@@ -50,109 +51,43 @@ def train_command(
     arch: list[str] = typer.Option(..., "--arch", help="Architectures (repeatable)."),
     seeds: int = typer.Option(1, "--seeds", help="How many seeds per arch."),
     seed_start: int = typer.Option(0, "--seed-start", help="First seed number."),
-    recipe_name: str = typer.Option(
-        "ptm", "--recipe", help="ptm (the paper's PTMs, 150 epochs) | mtt-expert (MTT's expert trajectories)."
-    ),
+    recipe_name: str = typer.Option("ptm", "--recipe", help=RECIPE_HELP),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the recipe's)."),
-    snapshots: str | None = typer.Option(
-        None,
-        "--snapshots",
-        help="Epochs to keep, e.g. 1,4,6,10 or 'every' (0 = the initial weights; default: the recipe's "
-        "that are <= --epochs, and the last).",
-    ),
+    snapshots: str | None = typer.Option(None, "--snapshots", help=SNAPSHOTS_HELP),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr"),
     momentum: float | None = typer.Option(None, "--momentum"),
     weight_decay: float | None = typer.Option(None, "--weight-decay"),
     milestones: str | None = typer.Option(None, "--milestones", help="Epochs after which lr x0.1."),
-    net_option: list[str] = typer.Option(
-        [], "--net-option", help="KEY=VALUE passed to the net factory, e.g. width=16 (repeatable)."
+    zca: bool | None = typer.Option(
+        None, "--zca/--no-zca", help="ZCA-whiten the data first, as MTT's --zca (default: the recipe's)."
     ),
-    launcher: str | None = typer.Option(
-        None, "--launcher", help="inline | local | slurm (default: inline for one job, else local)."
-    ),
-    jobs: int | None = typer.Option(
-        None, "--jobs", help="Concurrent jobs (local default: GPUs, or 1 on CPU; slurm: all)."
-    ),
-    threads: int | None = typer.Option(
-        None, "--threads", help="torch CPU threads per job (CPU runs are bit-identical for the same count)."
-    ),
-    batch_seeds: int = typer.Option(
-        1, "--batch-seeds", help="Train K seeds of an arch together as one batched model (inline launcher)."
-    ),
-    partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
-    gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="SLURM GPUs per job."),
-    cpus_per_job: int | None = typer.Option(
-        None, "--cpus-per-job", help="SLURM CPUs (= torch threads) per job."
-    ),
-    time_limit: str = typer.Option("240", "--time", help="SLURM time limit: minutes or H:MM:SS."),
-    mem: str | None = typer.Option(None, "--mem", help="SLURM memory per job, e.g. 16G."),
+    net_option: list[str] = typer.Option([], "--net-option", help=NET_OPTION_HELP),
+    launcher: str | None = typer.Option(None, "--launcher", help=LAUNCHER_HELP),
+    jobs: int | None = typer.Option(None, "--jobs", help=JOBS_HELP),
+    threads: int | None = typer.Option(None, "--threads", help=THREADS_HELP),
+    batch_seeds: int = typer.Option(1, "--batch-seeds", help=BATCH_SEEDS_HELP),
+    partition: Partition = None, gpus_per_job: GpusPerJob = None, cpus_per_job: CpusPerJob = None,
+    time_limit: TimeLimit = "240", mem: Memory = None,
     resolution: int | None = typer.Option(
         None, "--resolution", help="Image side in pixels (default: the data set's; ImageNet subsets 224)."
     ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the grid summary as JSON here."),
 ) -> None:
     """Train seeds x archs by a recipe, keeping epoch snapshots; resumable and re-submittable."""
-    from dataclasses import replace
-
-    from ddz.data import load_dataset
     from ddz.zoo.launch import LaunchConfig
-    from ddz.zoo.train import (
-        check_data_reachable,
-        parse_epochs,
-        parse_net_options,
-        recipe_named,
-        snapshots_for,
-    )
 
-    base = recipe_named(recipe_name)
-    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-             "weight_decay": weight_decay}
-    changes = {key: value for key, value in given.items() if value is not None}
-    if milestones is not None:
-        changes["milestones"] = parse_epochs(milestones, "--milestones")
-    total = changes.get("epochs", base.epochs)
-    changes["snapshots"] = snapshots_for(base, total, snapshots)
-    recipe = replace(base, **changes, net=parse_net_options(net_option))
-    config = LaunchConfig(
-        launcher=launcher,
-        jobs=jobs,
-        partition=partition,
-        gpus_per_job=gpus_per_job,
-        cpus_per_job=cpus_per_job,
-        time_min=parse_minutes(time_limit),
-        mem_gb=parse_gigabytes(mem) if mem else None,
-        threads=threads,
-        batch_seeds=batch_seeds,
-    )
-    # "auto" travels as is: each worker picks its own node's device.
-    device = "auto" if settings.device == "auto" else settings.torch_device
-    check_data_reachable(dataset, settings.data_root)
-    data = load_dataset(dataset, settings.data_root, "cpu", resolution)
-    zoo = settings.zoo()
-    seed_list = list(range(seed_start, seed_start + seeds))
-    planned = zoo.plan(dataset, arch, seed_list, recipe, data, settings.data_root, device, resolution)
-    todo = sum(state != "done" for _, state in planned)
-    console.print(
-        f"zoo grid: {data.name} x {', '.join(dict.fromkeys(arch))} x seeds "
-        f"{seed_start}..{seed_start + seeds - 1}"
-        f" ({len(planned)} jobs, {todo} to run), {recipe.epochs} epochs, snapshots {list(recipe.snapshots)}",
-        highlight=False,
-    )
+    changes = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+               "weight_decay": weight_decay, "zca": zca}
+    recipe = _recipe(recipe_name, changes, milestones, snapshots, net_option)
+    config = LaunchConfig(launcher=launcher, jobs=jobs, threads=threads, batch_seeds=batch_seeds,
+                          cluster=cluster_options(partition, gpus_per_job, cpus_per_job, time_limit, mem))
+    zoo, data, planned = _plan(dataset, arch, list(range(seed_start, seed_start + seeds)), recipe, resolution)
     started = time.perf_counter()
     with RichProgress() as progress:
         summary = zoo.train([job for job, _ in planned], config, progress, data)
     wall = time.perf_counter() - started
-    out.print(summary_table(summary))
-    for failed in summary.failed:
-        console.print(
-            f"[bold red]failed[/bold red] {failed.arch}/seed{failed.seed}: {failed.error}", highlight=False
-        )
-        if failed.log_tail:
-            console.print(failed.log_tail, highlight=False, markup=False)
-    console.print(
-        f"wall time {wall:.1f}s ({summary.launcher}); zoo at {planned[0][0].store.root}", highlight=False
-    )
+    _report(summary, wall, planned[0][0].store.root)
     write_json(json_path, {**summary.to_json(), "wall_seconds": wall, "recipe": recipe.to_json()})
     if summary.failed:
         names = ", ".join(f"{r.arch}/seed{r.seed}" for r in summary.failed)
@@ -162,7 +97,54 @@ def train_command(
         )
 
 
-def summary_table(summary) -> Table:
+def _plan(dataset: str, archs: list[str], seeds: list[int], recipe: TrainRecipe,
+          resolution: int | None) -> tuple[Zoo, ImageDataset, list[tuple[TrainJob, RunState]]]:
+    """The zoo, the data and the grid's jobs with their states, checked before anything runs."""
+    from ddz.data import check_data_reachable, load_dataset
+
+    # "auto" travels as is: each worker picks its own node's device.
+    device = "auto" if settings.device == "auto" else settings.torch_device
+    check_data_reachable(dataset, settings.data_root)
+    data = load_dataset(dataset, settings.data_root, "cpu", resolution)
+    zoo = settings.zoo()
+    planned = zoo.plan(dataset, archs, seeds, recipe, data, settings.data_root, device, resolution)
+    todo = sum(state != "done" for _, state in planned)
+    console.print(
+        f"zoo grid: {data.name} x {', '.join(dict.fromkeys(archs))} x seeds {seeds[0]}..{seeds[-1]}"
+        f" ({len(planned)} jobs, {todo} to run), {recipe.epochs} epochs, snapshots {list(recipe.snapshots)}"
+        + (", ZCA-whitened" if recipe.zca else ""),
+        highlight=False,
+    )
+    return zoo, data, planned
+
+
+def _recipe(name: str, given: dict[str, Any], milestones: str | None, snapshots: str | None,
+            net_option: list[str]) -> TrainRecipe:
+    """The named recipe with the options given on the command line (None: the recipe's)."""
+    from ddz.cli.parsing import parse_epochs, parse_net_options, parse_snapshots
+    from ddz.zoo.recipes import recipe_named
+
+    base = recipe_named(name)
+    changes = {key: value for key, value in given.items() if value is not None}
+    if milestones is not None:
+        changes["milestones"] = parse_epochs(milestones, "--milestones")
+    changes["snapshots"] = parse_snapshots(snapshots, base, changes.get("epochs", base.epochs))
+    return replace(base, **changes, net=parse_net_options(net_option))
+
+
+def _report(summary: GridSummary, wall: float, zoo_root: Path) -> None:
+    """The grid's table, each failure with its log tail, and the wall time."""
+    out.print(summary_table(summary))
+    for failed in summary.failed:
+        console.print(
+            f"[bold red]failed[/bold red] {failed.arch}/seed{failed.seed}: {failed.error}", highlight=False
+        )
+        if failed.log_tail:
+            console.print(failed.log_tail, highlight=False, markup=False)
+    console.print(f"wall time {wall:.1f}s ({summary.launcher}); zoo at {zoo_root}", highlight=False)
+
+
+def summary_table(summary: GridSummary) -> Table:
     table = Table(title=f"zoo grid ({summary.launcher})")
     table.add_column("run", no_wrap=True)
     for column in ("status", "epochs run", "resumed at", "train s", "images/s", "train_loss", "test_acc"):

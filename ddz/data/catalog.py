@@ -54,6 +54,20 @@ def check_dataset_name(name: str) -> None:
     raise DataError(unknown_name("data set", name, [*dataset_names(), "npz:FILE", "folder:DIR"]))
 
 
+def check_data_reachable(name: str, root: str | Path) -> None:
+    """Fail early, in one line, when the data set cannot be where it is looked for."""
+    check_dataset_name(name)
+    kind, sep, rest = name.partition(":")
+    if sep and kind in ("npz", "folder"):
+        if not Path(rest).exists():
+            raise DataError(f"{kind} data set {rest!r} does not exist; check the path after '{kind}:'")
+    elif name != "digits" and not Path(root).is_dir():
+        raise DataError(
+            f"data root {str(root)!r} is not a folder, so {name} cannot be read from it; "
+            "pass --data-root DIR (or set DDZ_DATA_ROOT)"
+        )
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ddz.distributed.ranks import RankFailure
 from ddz.errors import ConfigError
-from ddz.zoo.launch import stop_process
+from ddz.jobs import stop_process
 
 Forward = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line)
 SETTLE_S = 3.0  # how long the other ranks may take to stop by themselves after one failed

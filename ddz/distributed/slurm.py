@@ -20,7 +20,7 @@ from typing import Any
 from ddz.distributed.local import describe_exit, free_port, rank_environment
 from ddz.distributed.ranks import RankFailure
 from ddz.errors import ConfigError, first_line
-from ddz.zoo.launch import log_tail, slurm_submitit
+from ddz.jobs import ClusterOptions, log_tail, slurm_cpus, slurm_executor
 
 
 def run_rank_task(argv: list[str], port: int) -> int:
@@ -29,7 +29,7 @@ def run_rank_task(argv: list[str], port: int) -> int:
 
     job = submitit.JobEnvironment()
     master = "127.0.0.1" if job.num_nodes == 1 else job.hostnames[0]
-    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or 1
+    threads = slurm_cpus() or 1
     env = rank_environment(dict(os.environ), job.global_rank, job.num_tasks, port, threads, master)
     env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"] = str(job.local_rank), str(job.num_tasks // job.num_nodes)
     done = subprocess.run([sys.executable, "-m", "ddz", *argv], env=env)
@@ -70,18 +70,10 @@ class SlurmRanks:
             raise ConfigError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
 
     def executor(self, folder: Path) -> Any:
-        executor = slurm_submitit().AutoExecutor(folder=folder / "%j", cluster="slurm")
-        params: dict[str, Any] = {
-            "name": "ddz-ranks", "nodes": self.nodes, "tasks_per_node": self.tasks_per_node,
-            "timeout_min": self.time_min, "slurm_additional_parameters": {"export": "ALL"},
-        }
-        optional = {
-            "slurm_partition": self.partition, "cpus_per_task": self.cpus_per_task, "mem_gb": self.mem_gb,
-            "gpus_per_node": self.gpus_per_node or None,
-        }
-        params.update({key: value for key, value in optional.items() if value is not None})
-        executor.update_parameters(**params)
-        return executor
+        options = ClusterOptions(self.partition, self.gpus_per_node or None, self.cpus_per_task,
+                                 self.time_min, self.mem_gb)
+        return slurm_executor(folder / "%j", "ddz-ranks", options, nodes=self.nodes,
+                              tasks_per_node=self.tasks_per_node)
 
     def run(self, argv: list[str] | tuple[str, ...]) -> SlurmDone:
         """Submit the job and wait for it; RankFailure names the first rank that failed."""

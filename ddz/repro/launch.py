@@ -1,5 +1,5 @@
 """Running a grid's cells: inline (this process), local (worker processes, --jobs N) or slurm (one
-submitit job per cell), with the zoo's launcher configuration and backends (ddz.zoo.launch).
+submitit job per cell): the zoo's launcher configuration (ddz.zoo.launch) over ddz.jobs.
 
 Workers hand nothing back through return values: each cell leaves its cell.json in its folder
 (ddz.repro.cell), which the parent reads; a worker that dies without one is a failed cell with
@@ -8,10 +8,6 @@ its log tail. A failed cell does not stop the grid.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +16,12 @@ from typing import Any
 import torch
 
 from ddz.data.base import ImageDataset
-from ddz.errors import DDZError, first_line
-from ddz.io import atomic_write_json
+from ddz.errors import DDZError
+from ddz.jobs import Backend, Ended, LocalWorkers, SlurmJobs, Work, run_pool
 from ddz.progress import NullProgress, Progress, Task
 from ddz.repro.cell import CELL_FILE, CellContext, CellOutcome, cell_data, run_cell, saved_outcome
 from ddz.repro.grid import Cell
-from ddz.zoo.launch import Handle, LaunchConfig, _LocalBackend, _SlurmBackend, log_tail
+from ddz.zoo.launch import LaunchConfig
 
 
 @dataclass(frozen=True)
@@ -56,67 +52,19 @@ def run_job(spec: dict[str, Any], threads: int | None = None) -> str:
     return run_cell(job.cell, job.folder, job.context).status
 
 
-def worker_main(argv: list[str]) -> int:
-    """`python -m ddz.repro.launch JOB.json`: the local pool's worker process."""
-    spec = json.loads(Path(argv[0]).read_text())
-    try:
-        run_job(spec["job"], spec.get("threads"))
-    except DDZError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+def cell_work(job: CellJob, threads: int | None) -> Work:
+    """A cell as ddz.jobs runs it: run_job in a worker, its cell.json the status it leaves."""
+    return Work(job.key, run_job, (job.to_json(), threads), job.folder / CELL_FILE)
 
 
-def _worker_outcome(job: CellJob, handle: Handle, why: str) -> CellOutcome:
+def cell_outcome(job: CellJob, ended: Ended) -> CellOutcome:
     """What a finished worker left: its cell.json, or a failure with its log tail."""
-    try:
-        return CellOutcome.from_json(json.loads((job.folder / CELL_FILE).read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return CellOutcome(job.key, "failed", error=why, log_tail=log_tail(handle.log))
-
-
-class _LocalCells(_LocalBackend):
-    """The zoo's local worker pool, its workers running cells."""
-
-    def start(self, job: CellJob, slot: int) -> Handle:  # type: ignore[override]
-        spec_path = self.folder / f"{job.key}.json"
-        atomic_write_json(spec_path, {"job": job.to_json(), "threads": self.threads})
-        log = self.folder / f"{job.key}.log"
-        with open(log, "wb") as output:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ddz.repro.launch", str(spec_path)],
-                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        return Handle(job.folder / CELL_FILE, log, process=proc)
-
-    def outcome(self, job: CellJob, handle: Handle) -> CellOutcome:  # type: ignore[override]
-        return _worker_outcome(job, handle, f"worker exited with status {handle.process.returncode}")
-
-
-class _SlurmCells(_SlurmBackend):
-    """The zoo's SLURM backend (submitit, queue polling, cancel), one job per cell."""
-
-    def __init__(self, folder: Path, config: LaunchConfig):
-        super().__init__(folder, config)
-        self.executor.update_parameters(name="ddz-repro")
-
-    def start(self, job: CellJob, slot: int) -> Handle:  # type: ignore[override]
-        status = job.folder / CELL_FILE
+    if ended.status is not None:
         try:
-            submitted = self.executor.submit(run_job, job.to_json(), self.threads)
-        except Exception as error:  # noqa: BLE001 - sbatch refusals come in several types
-            return Handle(status, error=f"sbatch refused the job: {first_line(error)}")
-        self.queued.add(str(submitted.job_id))
-        return Handle(status, slurm_job=submitted)
-
-    def outcome(self, job: CellJob, handle: Handle) -> CellOutcome:  # type: ignore[override]
-        if handle.slurm_job is None:
-            return CellOutcome(job.key, "failed", error=handle.error or "not started")
-        paths = handle.slurm_job.paths
-        handle.log = paths.stderr if paths.stderr.exists() and paths.stderr.stat().st_size else paths.stdout
-        why = (f"slurm job {handle.slurm_job.job_id} ended without a result "
-               "(killed, timed out or failed to start)")
-        return _worker_outcome(job, handle, why)
+            return CellOutcome.from_json(ended.status)
+        except KeyError:
+            pass
+    return CellOutcome(job.key, "failed", error=ended.reason, log_tail=ended.log_tail())
 
 
 class CellCounts:
@@ -161,16 +109,7 @@ def run_cells(cells: list[Cell], root: Path, context: CellContext, config: Launc
         for job, outcome in _inline(pending, progress, counts):
             outcomes[job.key] = outcome
     elif pending:
-        folder = root / "jobs"
-        folder.mkdir(parents=True, exist_ok=True)
-        if launcher == "local":
-            limit = config.jobs or 1
-            threads = config.threads or max(1, torch.get_num_threads() // min(limit, len(pending)))
-            backend: _LocalCells | _SlurmCells = _LocalCells(folder, threads, 0)
-        else:
-            limit = config.jobs or len(pending)
-            backend = _SlurmCells(folder, config)
-        for job, outcome in _pool(pending, backend, limit, counts, config.poll_s):
+        for job, outcome in _elsewhere(pending, launcher, config, root / "jobs", counts):
             outcomes[job.key] = outcome
     counts.task.close()
     return [outcomes[cell.key] for cell in cells]
@@ -194,31 +133,22 @@ def _inline(jobs: list[CellJob], progress: Progress,
         yield job, outcome
 
 
-def _pool(jobs: list[CellJob], backend: _LocalCells | _SlurmCells, limit: int, counts: CellCounts,
-          poll_s: float) -> Iterator[tuple[CellJob, CellOutcome]]:
-    """At most `limit` cells running at once; (job, outcome) as each ends."""
-    waiting = list(jobs)
-    running: dict[int, tuple[CellJob, Handle]] = {}
-    try:
-        while waiting or running:
-            while waiting and len(running) < limit:
-                slot = min(set(range(limit)) - set(running))
-                job = waiting.pop(0)
-                (job.folder / CELL_FILE).unlink(missing_ok=True)  # a failed attempt's; done ones were skipped
-                job.folder.mkdir(parents=True, exist_ok=True)
-                running[slot] = (job, backend.start(job, slot))
-                counts.started()
-            time.sleep(poll_s)
-            for slot, (job, handle) in list(running.items()):
-                if backend.finished(handle):
-                    outcome = backend.outcome(job, handle)
-                    del running[slot]
-                    counts.ended(outcome)
-                    yield job, outcome
-    finally:
-        for _, handle in running.values():
-            backend.cancel(handle)
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))
+def _elsewhere(jobs: list[CellJob], launcher: str, config: LaunchConfig, folder: Path,
+               counts: CellCounts) -> Iterator[tuple[CellJob, CellOutcome]]:
+    """Cells in local worker processes or SLURM jobs (ddz.jobs), at most --jobs at once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    backend: Backend
+    if launcher == "local":
+        limit = config.jobs or 1
+        threads = config.threads or max(1, torch.get_num_threads() // min(limit, len(jobs)))
+        backend = LocalWorkers(folder)
+    else:
+        limit, threads = config.jobs or len(jobs), config.slurm_threads
+        backend = SlurmJobs(folder, config.cluster, "ddz-repro")
+    by_key = {job.key: job for job in jobs}
+    works = [cell_work(job, threads) for job in jobs]
+    for ended in run_pool(works, backend, limit, config.poll_s, on_start=lambda work: counts.started()):
+        job = by_key[ended.work.key]
+        outcome = cell_outcome(job, ended)
+        counts.ended(outcome)
+        yield job, outcome

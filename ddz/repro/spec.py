@@ -73,7 +73,7 @@ class ZooNeed:
     epochs: int | None = None  # None: the recipe's (ptm 150, mtt-expert 50)
     snapshots: tuple[int, ...] | None = None  # None: the recipe's snapshots that fit, and the last
     net: tuple[tuple[str, Any], ...] = ()
-    recipe: str = "ptm"  # a recipe of ddz.zoo.train.RECIPES
+    recipe: str = "ptm"  # a recipe of ddz.zoo.recipes.RECIPES
     seed_start: int = 0  # seeds seed_start .. seed_start + seeds - 1
     zca: bool = False  # ZCA-whiten the data first (MTT's experts for CIFAR-10 IPC 1/10)
 

@@ -39,7 +39,7 @@ from ddz.repro.spec import (
 from ddz.repro.zoo_use import unused_message, zoo_use
 from ddz.yaml_nodes import NodeChecker, parse_nodes
 from ddz.zoo.query import Query
-from ddz.zoo.train import RECIPES
+from ddz.zoo.recipes import RECIPES
 
 # the methods that distil from expert trajectories (MTT), as the methods' table says
 EXPERT_METHODS = tuple(name for name, spec in METHODS.items() if spec.needs_experts)

@@ -15,8 +15,8 @@ from ddz.errors import QueryError
 from ddz.repro.grid import Cell, expand
 from ddz.repro.spec import Spec, ZooNeed
 from ddz.zoo.query import Query
+from ddz.zoo.recipes import TrainRecipe, recipe_named
 from ddz.zoo.records import dataset_slug
-from ddz.zoo.train import TrainRecipe, recipe_named, snapshots_for
 
 
 def need_recipe(need: ZooNeed) -> TrainRecipe:
@@ -24,7 +24,7 @@ def need_recipe(need: ZooNeed) -> TrainRecipe:
     recipe's that fit, and the last, when the entry gives none), net options and ZCA."""
     base = recipe_named(need.recipe)
     epochs = need.epochs or base.epochs
-    snapshots = need.snapshots or snapshots_for(base, epochs, None)
+    snapshots = need.snapshots or base.snapshots_up_to(epochs)
     return replace(base, epochs=epochs, snapshots=snapshots, net=need.net, zca=need.zca or base.zca)
 
 

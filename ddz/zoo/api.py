@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from ddz.data.base import ImageDataset
     from ddz.zoo.launch import GridSummary, LaunchConfig
     from ddz.zoo.ptm import PTM
+    from ddz.zoo.recipes import TrainRecipe
     from ddz.zoo.records import RunState
-    from ddz.zoo.train import TrainJob, TrainRecipe
+    from ddz.zoo.runs import TrainJob
 
 
 class Zoo:
@@ -115,7 +116,7 @@ class Zoo:
              data: ImageDataset, data_root: str | Path = "data", device: str = "auto",
              resolution: int | None = None) -> list[tuple[TrainJob, RunState]]:
         """Every (arch, seed) job of a grid in this zoo, with its state, checked before anything runs."""
-        from ddz.zoo.train import plan_grid
+        from ddz.zoo.plan import plan_grid
 
         return plan_grid(dataset, archs, seeds, recipe, data, self.paths.zoo, data_root, device, resolution)
 
