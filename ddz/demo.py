@@ -22,6 +22,7 @@ from ddz.data.base import ImageDataset
 from ddz.distill.evaluate import ArchResult, EvalConfig
 from ddz.distill.guidance import GuidanceConfig
 from ddz.distill.methods import DistillConfig
+from ddz.distill.report import RunReport
 from ddz.distill.request import EvalRequest, RunRequest
 from ddz.distill.run import RunContext, evaluate, run
 from ddz.distill.synset import GRID_FILE
@@ -201,18 +202,36 @@ def run_demo(
     ptm_list = ptm_entries(pulled)
     stages["hub"] = time.perf_counter() - started
 
-    # 4. Distil with DM, unguided and guided by the pool, then evaluate by the protocol: each row is
-    # one request through the run path every front door uses.
-    evaluation = EvalConfig(models=config.eval_models, epochs=config.eval_epochs)
-    context = RunContext(zoo, device=device, progress=progress, data=data)
-    rows: list[DemoRow] = []
+    # 4. Distil with DM, unguided and guided by the pool, then evaluate by the protocol.
+    rows, guided = demo_rows(out, config, seed, RunContext(zoo, device=device, progress=progress, data=data))
+    stages.update({row.method: row.seconds for row in rows[1:]})
+    alpha, alpha_source = guided.alpha, guided.alpha_source or ""
 
+    report = DemoReport(
+        config=config,
+        seed=seed,
+        rows=rows,
+        ptms=ptm_list,
+        alpha=alpha,
+        alpha_source=alpha_source,
+        zoo_seconds=stages["zoo"],
+        hub=str(hub),
+        pushed_revisions=revisions,
+        stage_seconds=stages,
+    )
+    write_report(out, report)
+    return report
+
+
+def demo_rows(out: Path, config: DemoConfig, seed: int,
+              context: RunContext) -> tuple[list[DemoRow], RunReport]:
+    """Random real, DM and DM + CLoM, each one request through the run path every front door
+    uses; the guided run's report comes back too (its alpha and where it came from)."""
+    evaluation = EvalConfig(models=config.eval_models, epochs=config.eval_epochs)
     started = time.perf_counter()
     baseline = evaluate(EvalRequest(evaluation=evaluation, seed=seed, random_real=True, dataset=DATASET,
                                     ipc=config.ipc), context)
-    seconds = time.perf_counter() - started
-    rows.append(DemoRow("random real", "-", baseline.eval[evaluation.archs[0]], seconds))
-
+    rows = [DemoRow("random real", "-", baseline.eval[evaluation.archs[0]], time.perf_counter() - started)]
     distill_config = DistillConfig(
         method="dm", ipc=config.ipc, iterations=config.dm_iterations, batch_real=config.batch_real
     )
@@ -229,23 +248,7 @@ def run_demo(
         shutil.copyfile(run_dir / GRID_FILE, grid)
         rows.append(DemoRow(label, query or "-", report.eval[evaluation.archs[0]],
                             time.perf_counter() - started, grid.name))
-        stages[label] = rows[-1].seconds
-    alpha, alpha_source = report.alpha, report.alpha_source or ""
-
-    report = DemoReport(
-        config=config,
-        seed=seed,
-        rows=rows,
-        ptms=ptm_list,
-        alpha=alpha,
-        alpha_source=alpha_source,
-        zoo_seconds=stages["zoo"],
-        hub=str(hub),
-        pushed_revisions=revisions,
-        stage_seconds=stages,
-    )
-    write_report(out, report)
-    return report
+    return rows, report
 
 
 def report_markdown(report: DemoReport) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ddz.distill.evaluate import check_ipc
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.grid import write_grid
 from ddz.distill.guidance import Guidance
-from ddz.distill.methods import DistillConfig, IterationRNG, SynState, build_method
+from ddz.distill.methods import DistillConfig, IterationRNG, Method, SynState, build_method
 from ddz.distill.methods.base import initial_images, new_state
 from ddz.distill.synset import (
     CHECKPOINT_FILE,
@@ -122,58 +123,20 @@ def distill(
     config = config.resolved(dataset.name)
     check_ipc(dataset, config.ipc)
     shard = ClassShard(dataset.num_classes, config.ipc, ranks)
-    first_class = shard.classes.start
     dataset_name = dataset_name or dataset.name
     if experts is not None:
         experts.check(dataset, dataset_name, config.mtt.expert_epochs, config.mtt.max_start_epoch)
-    identity = run_identity(dataset, dataset_name, config, seed, guidance, experts)
-    out = Path(out_dir) if out_dir is not None else None
-    progress = progress or NullProgress()
-
-    state: SynState | None = None
-    method_state: dict[str, torch.Tensor] = {}
-    seconds_before = 0.0
-    if out is not None and (out / CHECKPOINT_FILE).is_file():
-        checkpoint = load_checkpoint(out / CHECKPOINT_FILE)
-        if checkpoint.run != identity:
-            raise ConfigError(
-                f"{out} holds a different run ({_first_difference(identity, checkpoint.run)}); "
-                "pass another --out or delete that folder"
-            )
-        if checkpoint.iteration > config.iterations:
-            raise ConfigError(
-                f"{out} has {checkpoint.iteration} iterations done, more than the {config.iterations} "
-                "asked for; ask for at least that many or pass another --out"
-            )
-        if checkpoint.iteration == config.iterations and (out / SYNSET_FILE).is_file():
-            return load_synset(out / SYNSET_FILE)
-        images = shard.own(checkpoint.images.to(dataset.device))
-        state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
-        if checkpoint.momentum is not None:
-            state.set_momentum_buffer(shard.own(checkpoint.momentum))
-        state.iteration, seconds_before = checkpoint.iteration, checkpoint.seconds
-        method_state = {k: v.to(dataset.device) for k, v in checkpoint.extra.items()}
-    if state is None:
-        images = shard.own(initial_images(dataset, config, seed))
-        state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
-
+    files = RunFiles(Path(out_dir) if out_dir is not None else None, shard,
+                     run_identity(dataset, dataset_name, config, seed, guidance, experts))
+    start = files.start(dataset, config, seed)
+    if isinstance(start, SynSet):
+        return start  # finished before
+    state = start.state
     method = build_method(config, dataset, guidance, experts, shard)
-    if method_state:
-        method.load_state_tensors(method_state)
+    if start.method_state:
+        method.load_state_tensors(start.method_state)
 
-    def checkpoint_now(seconds: float, images: torch.Tensor | None = None) -> None:
-        """Every rank calls it (the images and momentum are gathered); rank 0 writes."""
-        if out is None:
-            return
-        images = shard.whole(state.images) if images is None else images
-        momentum = state.momentum_buffer()
-        momentum = shard.whole(momentum) if momentum is not None else None
-        if ranks.is_main:
-            extra = method.state_tensors()
-            checkpoint = Checkpoint(images, momentum, state.iteration, seconds, identity, extra)
-            save_checkpoint(out / CHECKPOINT_FILE, checkpoint)
-
-    task = progress.task(f"distill {config.method}", config.iterations)
+    task = (progress or NullProgress()).task(f"distill {config.method}", config.iterations)
     task.advance(state.iteration)
     started = time.perf_counter()
     shown = float("nan")
@@ -187,31 +150,92 @@ def distill(
             shown = float(ranks.sum(loss))
         task.advance(1, loss=shown)
         if checkpoint_every > 0 and state.iteration % checkpoint_every == 0:
-            checkpoint_now(seconds_before + time.perf_counter() - started)
+            files.checkpoint(state, method, start.seconds + time.perf_counter() - started)
     task.close()
-    seconds = seconds_before + time.perf_counter() - started
+    seconds = start.seconds + time.perf_counter() - started
     images = shard.whole(state.images)
-
     synset = SynSet(
-        images=images.cpu(),
-        labels=shard.labels(images.device).cpu(),
+        images=images.cpu(), labels=shard.labels(images.device).cpu(),
         dataset=dataset_name, method=config.method, ipc=config.ipc, seed=seed,
         config=config.to_json(), classes=list(dataset.classes),
-        mean=tuple(dataset.mean), std=tuple(dataset.std),
-        ptm_query=list(ptm_query),
-        ptms=guidance.describe() if guidance is not None else [],
-        guidance=guidance.kind if guidance is not None else None,
-        alpha=guidance.alpha if guidance is not None else 0.0,
-        alpha_source=guidance.alpha_source if guidance is not None else None,
-        iterations=config.iterations, seconds_distill=seconds,
-        lr=method.learned_lr,
-        experts=experts.describe() if experts is not None else [],
-        zca=dataset.zca is not None,
+        mean=tuple(dataset.mean), std=tuple(dataset.std), ptm_query=list(ptm_query),
+        iterations=config.iterations, seconds_distill=seconds, lr=method.learned_lr,
+        experts=experts.describe() if experts is not None else [], zca=dataset.zca is not None,
+        **guidance_record(guidance),
     )
-    checkpoint_now(seconds, images)
-    if out is not None and ranks.is_main:
-        save_synset(out / SYNSET_FILE, synset)
-        write_grid(out / GRID_FILE, *viewable(synset.images, dataset))
-    ranks.barrier()  # the files are there when any rank returns
+    files.checkpoint(state, method, seconds, images)
+    files.finish(synset, dataset)
     return synset
 
+
+def guidance_record(guidance: Guidance | None) -> dict[str, Any]:
+    """What a synthetic set records of the guidance that shaped it."""
+    if guidance is None:
+        return {"ptms": [], "guidance": None, "alpha": 0.0, "alpha_source": None}
+    return {"ptms": guidance.describe(), "guidance": guidance.kind, "alpha": guidance.alpha,
+            "alpha_source": guidance.alpha_source}
+
+
+@dataclass
+class Start:
+    """Where a run starts: fresh, or from its checkpoint."""
+
+    state: SynState
+    method_state: dict[str, torch.Tensor]
+    seconds: float  # distillation time already spent
+
+
+@dataclass
+class RunFiles:
+    """A run's folder (None: nothing written): its checkpoint, synthetic set and grid. Every
+    rank calls its methods alike (the images are gathered); rank 0 writes."""
+
+    out: Path | None
+    shard: ClassShard
+    identity: dict[str, Any]
+
+    def start(self, dataset: ImageDataset, config: DistillConfig, seed: int) -> Start | SynSet:
+        """The finished set, the checkpoint's state, or the initial images."""
+        shard, out = self.shard, self.out
+        first_class = shard.classes.start
+        if out is None or not (out / CHECKPOINT_FILE).is_file():
+            images = shard.own(initial_images(dataset, config, seed))
+            return Start(new_state(images, config.ipc, config.lr_img, config.momentum, first_class), {}, 0.0)
+        checkpoint = load_checkpoint(out / CHECKPOINT_FILE)
+        if checkpoint.run != self.identity:
+            raise ConfigError(
+                f"{out} holds a different run ({_first_difference(self.identity, checkpoint.run)}); "
+                "pass another --out or delete that folder"
+            )
+        if checkpoint.iteration > config.iterations:
+            raise ConfigError(
+                f"{out} has {checkpoint.iteration} iterations done, more than the {config.iterations} "
+                "asked for; ask for at least that many or pass another --out"
+            )
+        if checkpoint.iteration == config.iterations and (out / SYNSET_FILE).is_file():
+            return load_synset(out / SYNSET_FILE)
+        images = shard.own(checkpoint.images.to(dataset.device))
+        state = new_state(images, config.ipc, config.lr_img, config.momentum, first_class)
+        if checkpoint.momentum is not None:
+            state.set_momentum_buffer(shard.own(checkpoint.momentum))
+        state.iteration = checkpoint.iteration
+        method_state = {k: v.to(dataset.device) for k, v in checkpoint.extra.items()}
+        return Start(state, method_state, checkpoint.seconds)
+
+    def checkpoint(self, state: SynState, method: Method, seconds: float,
+                   images: torch.Tensor | None = None) -> None:
+        if self.out is None:
+            return
+        images = self.shard.whole(state.images) if images is None else images
+        momentum = state.momentum_buffer()
+        momentum = self.shard.whole(momentum) if momentum is not None else None
+        if self.shard.ranks.is_main:
+            extra = method.state_tensors()
+            record = Checkpoint(images, momentum, state.iteration, seconds, self.identity, extra)
+            save_checkpoint(self.out / CHECKPOINT_FILE, record)
+
+    def finish(self, synset: SynSet, dataset: ImageDataset) -> None:
+        if self.out is not None and self.shard.ranks.is_main:
+            save_synset(self.out / SYNSET_FILE, synset)
+            write_grid(self.out / GRID_FILE, *viewable(synset.images, dataset))
+        self.shard.ranks.barrier()  # the files are there when any rank returns
