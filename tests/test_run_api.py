@@ -163,3 +163,49 @@ def test_bad_requests_are_one_line(changes, fragment):
 def test_mtt_settings_belong_to_mtt():
     with pytest.raises(ConfigError, match="--syn-steps is an MTT setting"):
         DistillConfig(method="dm", mtt=MTTConfig(syn_steps=3))
+
+
+@pytest.mark.slow
+def test_mtt_cells_run_from_repro(run_ddz, tmp_path):
+    """A spec's MTT cells train their experts through the zoo and run through the one run path:
+    the cell's report is an MTT report with its experts, learnt step size and request."""
+    spec = Path(__file__).parent / "specs" / "tiny_mtt.yaml"
+    result = run_ddz("repro", "run", str(spec), "--scale", "smoke", "--out", "grid", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 cells: 2 run, 0 finished before, 0 failed" in result.stderr
+    for key, guided in (("digits-mtt-ipc1-none-plain", False), ("digits-mtt-ipc1-m1-alpha0.1-plain", True)):
+        cell = json.loads((tmp_path / "grid" / key / "cell.json").read_text())
+        report = cell["report"]
+        assert cell["status"] == "done" and report["method"] == "mtt" and len(report["lr"]) == 1
+        assert report["request"]["experts"] == ["digits/convnet3/seed{100..101}"]
+        assert report["request"]["distill"]["mtt"]["syn_steps"] == 2
+        assert bool(report["ptms"]) == guided
+
+
+@pytest.mark.slow
+def test_zca_from_zoo_train_through_mtt_to_eval(run_ddz, tmp_path):
+    """Experts trained with the ZCA recipe make MTT distil in the whitened space; a guidance PTM
+    trained without ZCA takes part; `ddz eval` of the saved set finds the same space (the same
+    accuracy as the run's own evaluation)."""
+    small = ["--dataset", "digits", "--epochs", "2", "--net-option", "width=4"]
+    experts = run_ddz("zoo", "train", *small, "--arch", "convnet3", "--recipe", "mtt-expert-zca",
+                      "--seeds", "2", "--snapshots", "every", timeout=500)
+    assert experts.returncode == 0, experts.stderr
+    ptm = run_ddz("zoo", "train", *small, "--arch", "convnet3bn", "--seeds", "1", timeout=500)
+    assert ptm.returncode == 0, ptm.stderr
+    distilled = run_ddz("distill", "--dataset", "digits", "--method", "mtt", "--ipc", "1",
+                        "--iterations", "2", "--experts", "digits/convnet3/*", "--syn-steps", "2",
+                        "--expert-epochs", "1",
+                        "--max-start-epoch", "1", "--ptm", "digits/convnet3bn/seed0@epoch2", "--alpha", "0.1",
+                        "--eval-models", "1", "--eval-epochs", "2", "--out", "run", "--json", "run.json",
+                        timeout=500)
+    assert distilled.returncode == 0, distilled.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    from ddz import load_synset
+
+    assert load_synset(tmp_path / "run").zca and report["guidance"] == "clom"
+    again = run_ddz("eval", "run", "--models", "1", "--epochs", "2", "--json", "eval.json")
+    assert again.returncode == 0, again.stderr
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["eval"]["convnet3"]["accs"] == report["eval"]["convnet3"]["accs"]
+    assert evaluated["lr"] == report["lr"]
