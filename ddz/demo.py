@@ -230,7 +230,7 @@ def demo_rows(out: Path, config: DemoConfig, seed: int,
     evaluation = EvalConfig(models=config.eval_models, epochs=config.eval_epochs)
     started = time.perf_counter()
     baseline = evaluate(EvalRequest(evaluation=evaluation, seed=seed, random_real=True, dataset=DATASET,
-                                    ipc=config.ipc), context)
+                                    ipc=config.ipc, scores=False), context)
     rows = [DemoRow("random real", "-", baseline.eval[evaluation.archs[0]], time.perf_counter() - started)]
     distill_config = DistillConfig(
         method="dm", ipc=config.ipc, iterations=config.dm_iterations, batch_real=config.batch_real
@@ -242,7 +242,7 @@ def demo_rows(out: Path, config: DemoConfig, seed: int,
         report = run(RunRequest(
             DATASET, distill_config, ptm=(query,) if query else (),
             guidance=guided if query else GuidanceConfig(), seed=seed, evaluation=evaluation,
-            out=str(run_dir), checkpoint_every=max(config.dm_iterations // 4, 1),
+            out=str(run_dir), checkpoint_every=max(config.dm_iterations // 4, 1), scores=False,
         ), context)
         grid = out / f"{folder}.png"
         shutil.copyfile(run_dir / GRID_FILE, grid)

@@ -8,12 +8,25 @@ copy n follows exactly the path the same seed would take alone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from ddz.nets.batching import cross_entropy_backward, forward_in_pieces, micro_batch
+from ddz.nets.batching import cross_entropy_backward, forward_in_pieces, micro_batch, summed_cross_entropy
 from ddz.nets.stacked import StackedNets
+
+
+class BatchObjective(Protocol):
+    summed_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor,
+              idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def copies_last(y: torch.Tensor) -> torch.Tensor:
+    """Copy-major targets (N, b) or (N, b, K) as the stacked logits lay them out: (b, N) or (b, K, N)."""
+    return y.T if y.dim() == 2 else y.permute(1, 2, 0)
 
 
 def train_epoch(
@@ -24,8 +37,12 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator | list[torch.Generator],
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    objective: BatchObjective | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over (images, labels) in a random order drawn from `generator`.
+
+    `objective` (ddz.distill.labels.Objective) turns each augmented batch into (images, targets)
+    and gives the loss: mixing, soft labels from a teacher; without it, cross-entropy on labels.
 
     For a StackedNets, `generator` is a list (one per copy) and `augment` takes the copies'
     batches as (N, b, C, H, W).
@@ -51,22 +68,27 @@ def train_epoch(
             x, y = x[0], y[0]
         if augment is not None:
             x = augment(x)
+        summed = summed_cross_entropy
+        if objective is not None:
+            x, y = objective.batch(x, y, idx if stacked else idx[0])
+            summed = objective.summed_loss
         optimizer.zero_grad(set_to_none=True)
         if not stacked:
-            loss, logits = cross_entropy_backward(net, x, y, micro)
+            loss, logits = cross_entropy_backward(net, x, y, micro, summed)
         elif images.device.type == "cpu":  # copy by copy: forward and backward in cache
             steps = [
-                cross_entropy_backward(forward, part, target, micro)
+                cross_entropy_backward(forward, part, target, micro, summed)
                 for forward, part, target in zip(net.copy_forwards(), x, y, strict=True)
             ]
             loss, logits = torch.stack([s[0] for s in steps]), torch.stack([s[1] for s in steps], 2)
-            y = y.T
+            y = copies_last(y)
         else:  # copy n's images in channels [n*C, (n+1)*C), one forward for all copies
-            x, y = x.transpose(0, 1).flatten(1, 2), y.T
-            loss, logits = cross_entropy_backward(net, x, y, micro)
+            x, y = x.transpose(0, 1).flatten(1, 2), copies_last(y)
+            loss, logits = cross_entropy_backward(net, x, y, micro, summed)
         optimizer.step()
         total_loss += loss * idx.shape[1]
-        correct += (logits.argmax(1) == y).sum(0)
+        truth = y.argmax(1) if y.is_floating_point() else y  # soft targets: their top class
+        correct += (logits.argmax(1) == truth).sum(0)
     losses, accuracies_ = total_loss / len(images), correct / len(images)
     return (losses, accuracies_) if stacked else (losses[0], accuracies_[0])
 

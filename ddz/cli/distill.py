@@ -62,6 +62,19 @@ def distill_command(
     eval_batched: bool = _opt(None, "--batched/--sequential", panel=EVAL,
                               help="Train an arch's models as one batched model (same nets)."),
     eval_compile: bool = _opt(None, "--eval-compile", panel=EVAL, help="torch.compile the evaluation nets."),
+    eval_labels: str = _opt(None, "--eval-labels", panel=EVAL, help="hard | soft (soft: from --teacher, "
+                            "by knowledge distillation; DD-Ranking's protocol)."),
+    teacher: list[str] = _opt([], "--teacher", panel=EVAL, help="Soft labels' teacher: a zoo query or "
+                              "@lockfile (several PTMs: their logits averaged)."),
+    kd_loss: str = _opt(None, "--kd-loss", panel=EVAL, help="kl | sce | mse_gt (kl)."),
+    temperature: float = _opt(None, "--temperature", panel=EVAL, help="KD temperature (1.2)."),
+    soft_labels: str = _opt(None, "--soft-labels", panel=EVAL, help="regenerate (per augmented batch) | "
+                            "stored (one per image)."),
+    mix: str = _opt(None, "--mix", panel=EVAL, help="none | cutmix | mixup (default: cutmix with soft "
+                    "labels, none with hard)."),
+    scores: bool = _opt(None, "--scores/--no-scores", panel=EVAL, help="HLR, IOR, LRS beside a random subset "
+                        "and the full data (both cached)."),
+    score_weight: float = _opt(None, "--score-weight", panel=EVAL, help="LRS's w (0.5)."),
     eval_every: int = _opt(None, "--eval-every", panel=EVAL, help="Also evaluate every N iterations: the "
                            "accuracy curve and its best in the JSON (the final set stays the headline)."),
     config_file: Path = _opt(None, "--config", panel=RUN, help="A request (YAML) or a report.json to rerun; "
@@ -90,6 +103,7 @@ def distill_command(
     --launcher slurm the run is one job of --nodes nodes; --gpus-per-job GPUs on each node (one
     rank each; none: --nproc CPU ranks per node) and --cpus-per-job threads per rank."""
     from ddz.cli.request_options import apply_overrides, request_base
+    from ddz.distill.baselines import BASELINES_FOLDER
     from ddz.distill.run import RunContext, run
 
     options = {k: v for k, v in locals().items() if k not in ("config_file", "json_path")}
@@ -107,8 +121,9 @@ def distill_command(
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
-        context = RunContext(settings.zoo() if request.ptm or request.experts else None, settings.data_root,
-                             settings.torch_device, progress, ranks, say)
+        zoo = settings.zoo()
+        context = RunContext(zoo, settings.data_root, settings.torch_device, progress, ranks, say,
+                             cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
         report = run(request, context)
     if not ranks.is_main:
         return

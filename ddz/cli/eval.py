@@ -18,17 +18,23 @@ if TYPE_CHECKING:
 
 def results_table(report: RunReport) -> Table:
     table = Table(title=f"{report.dataset} {report.method} IPC {report.ipc}")
-    for column in ("arch", "runs x models", "epochs", "accuracy (%)", "run means" if report.runs else "accs"):
+    columns = ["arch", "runs x models", "epochs", "accuracy (%)", "run means" if report.runs else "accs"]
+    if report.scores:
+        columns += ["random (%)", "full (%)", "HLR", "IOR", "LRS"]
+    for column in columns:
         table.add_column(column)
     for arch, result in report.eval.items():
         shown = result.run_means if report.runs else result.accs
-        table.add_row(
-            arch,
-            f"{result.runs} x {result.models}",
-            str(result.epochs),
-            f"{100 * result.mean:.2f} ± {100 * result.std:.2f}",
-            " ".join(f"{100 * a:.1f}" for a in shown),
-        )
+        row = [arch, f"{result.runs} x {result.models}", str(result.epochs),
+               f"{100 * result.mean:.2f} ± {100 * result.std:.2f}", " ".join(f"{100 * a:.1f}" for a in shown)]
+        if report.scores:
+            score = report.scores[arch]
+            inputs = score["inputs"]
+            row += [f"{100 * inputs['random_acc']:.2f}", f"{100 * inputs['full_acc']:.2f}",
+                    f"{score['hlr']:+.4f}", f"{score['ior']:+.4f}", f"{score['lrs']:.4f}"]
+        table.add_row(*row)
+    if report.labels and report.labels.get("regime") == "soft":
+        table.caption = f"soft labels: {', '.join(t['name'] for t in report.labels['teacher'])}"
     return table
 
 
@@ -61,6 +67,20 @@ def eval_command(
     compile_nets: bool = typer.Option(
         False, "--compile", help="torch.compile the nets: pays on a GPU for long runs (compiles for seconds)."
     ),
+    labels: str = typer.Option("hard", "--labels", help="hard | soft (from --teacher, by knowledge "
+                               "distillation)."),
+    teacher: list[str] = typer.Option([], "--teacher", help="Soft labels' teacher: a zoo query or @lockfile "
+                                      "(several PTMs: their logits averaged)."),
+    kd_loss: str = typer.Option("kl", "--kd-loss", help="kl | sce | mse_gt (DD-Ranking's losses)."),
+    temperature: float = typer.Option(1.2, "--temperature", help="KD temperature (DD-Ranking's 1.2)."),
+    soft_labels: str = typer.Option("regenerate", "--soft-labels",
+                                    help="regenerate (per augmented batch) | stored (one per image)."),
+    mix: str | None = typer.Option(None, "--mix", help="none | cutmix | mixup (default: cutmix with soft "
+                                   "labels, none with hard)."),
+    mix_beta: float = typer.Option(1.0, "--mix-beta", help="Beta(beta, beta) of the mixing ratio."),
+    scores: bool = typer.Option(True, "--scores/--no-scores", help="HLR, IOR, LRS beside a random subset and "
+                                "the full data (both cached under DDZ_HOME/cache)."),
+    score_weight: float = typer.Option(0.5, "--score-weight", help="LRS's w."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
     dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
@@ -70,22 +90,29 @@ def eval_command(
     Several synthetic sets (or --random-real --runs N) are evaluated one after another, set k with
     seed S+k, and summarised as the reference does: mean and std over all sets x models. A set
     that learnt its step size (MTT) trains with its own."""
+    from ddz.data.mix import MixConfig
+    from ddz.distill.baselines import BASELINES_FOLDER
     from ddz.distill.evaluate import EvalConfig
+    from ddz.distill.labels import LabelConfig
     from ddz.distill.request import EvalRequest
     from ddz.distill.run import RunContext, evaluate
 
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
         augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,
+        labels=LabelConfig(labels, tuple(teacher), kd_loss, temperature, soft_labels),
+        mix=MixConfig(mix, mix_beta) if mix is not None else None,
     )
     request = EvalRequest(tuple(str(p) for p in synsets or ()), config, settings.seed, random_real_baseline,
-                          dataset, ipc, runs, resolution)
+                          dataset, ipc, runs, resolution, scores, score_weight)
     ranks = start_or_join(RankOptions(nproc, dist_timeout))
     if ranks is None:
         return  # the ranks this process started have done the work
     try:
         with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
-            context = RunContext(None, settings.data_root, settings.torch_device, progress, ranks)
+            zoo = settings.zoo()
+            context = RunContext(zoo, settings.data_root, settings.torch_device, progress, ranks,
+                                 cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
             report = evaluate(request, context)
     finally:
         ranks.close()

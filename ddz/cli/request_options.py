@@ -27,7 +27,10 @@ PATHS: dict[str, str] = {
     "guidance": "guidance.kind", "cclom_batch": "guidance.cclom_batch",
     "eval_models": "evaluation.models", "eval_epochs": "evaluation.epochs", "eval_arch": "evaluation.archs",
     "eval_augment": "evaluation.augment", "eval_batched": "evaluation.batched",
-    "eval_compile": "evaluation.compile",
+    "eval_compile": "evaluation.compile", "eval_labels": "evaluation.labels.labels",
+    "teacher": "evaluation.labels.teacher", "kd_loss": "evaluation.labels.loss",
+    "temperature": "evaluation.labels.temperature", "soft_labels": "evaluation.labels.soft_mode",
+    "mix": "evaluation.mix.kind", "scores": "scores", "score_weight": "score_weight",
 }
 
 

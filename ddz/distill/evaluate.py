@@ -30,6 +30,8 @@ from torch import nn
 from ddz.data.augment import DSA, DSAConfig, DSAParams, augment
 from ddz.data.base import ImageDataset
 from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
+from ddz.data.mix import MixConfig
+from ddz.distill.labels import LabelConfig, Objective, Teacher
 from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.errors import ConfigError, unknown_name
 from ddz.io import atomic_write_json, content_sha256
@@ -41,6 +43,7 @@ from ddz.training import accuracies, accuracy, train_epoch
 
 AUGMENTS = ("dsa", "dc", "none")
 EPOCHS_AUGMENTED, EPOCHS_PLAIN = 1000, 300  # reference main.py: with / without augmentation
+EPOCHS_SOFT = 300  # DD-Ranking 0.2.0's soft protocol (LabelRobustScoreSoft num_epochs=300)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class EvalConfig:
     dsa_config: DSAConfig = field(default_factory=DSAConfig)
     batched: bool = True  # the N models of an arch as one StackedNets (same results, faster)
     compile: bool = False  # torch.compile the nets (pays on a GPU for long runs; seconds to compile)
+    labels: LabelConfig = field(default_factory=LabelConfig)  # hard, or soft from a teacher
+    mix: MixConfig | None = None  # None: CutMix with soft labels (DD-Ranking's default), none with hard
 
     def __post_init__(self) -> None:
         for arch in self.archs:
@@ -71,9 +76,17 @@ class EvalConfig:
     def dc_strategy(self, dataset: ImageDataset, arch: str) -> str:
         return strategy_for(dataset.name, arch) if self.augment == "dc" else "none"
 
+    @property
+    def mixing(self) -> MixConfig:
+        if self.mix is not None:
+            return self.mix
+        return MixConfig("cutmix") if self.labels.soft else MixConfig()
+
     def epochs_for(self, dataset: ImageDataset, arch: str) -> int:
         if self.epochs is not None:
             return self.epochs
+        if self.labels.soft:
+            return EPOCHS_SOFT
         augmented = self.augment == "dsa" or self.dc_strategy(dataset, arch) != "none"
         return EPOCHS_AUGMENTED if augmented else EPOCHS_PLAIN
 
@@ -137,6 +150,7 @@ def train_net(
     config: EvalConfig,
     seed: int,
     progress_task=None,
+    targets: Targets | None = None,
 ) -> nn.Module:
     """One fresh `arch` trained on (images, labels) by the protocol, every draw from `seed`."""
     net = fresh_net(arch, dataset, seed, images.device)
@@ -144,7 +158,9 @@ def train_net(
         net.compile()
     augment = training_augmentation(config, dataset, arch, seed, images.device)
     order = generator(seed, "order", device=images.device)
-    return fit(net, images, labels, config, config.epochs_for(dataset, arch), order, augment, progress_task)
+    objective = objective_for(config, dataset, [seed], targets)
+    return fit(net, images, labels, config, config.epochs_for(dataset, arch), order, augment, progress_task,
+               objective)
 
 
 def train_stacked(
@@ -155,6 +171,7 @@ def train_stacked(
     config: EvalConfig,
     seeds: list[int],
     progress_task=None,
+    targets: Targets | None = None,
 ) -> StackedNets:
     """len(seeds) fresh `arch` nets trained as one StackedNets; copy n is `train_net(seeds[n])`."""
     device = images.device
@@ -163,10 +180,34 @@ def train_stacked(
         net.compile()  # in place: state dict keys stay those of one net
     augment = stacked_augmentation(config, dataset, arch, seeds, device)
     orders = [generator(seed, "order", device=device) for seed in seeds]
-    return fit(net, images, labels, config, config.epochs_for(dataset, arch), orders, augment, progress_task)
+    objective = objective_for(config, dataset, seeds, targets)
+    return fit(net, images, labels, config, config.epochs_for(dataset, arch), orders, augment, progress_task,
+               objective)
 
 
-def fit(net, images, labels, config: EvalConfig, epochs: int, order, augment, progress_task=None):
+@dataclass(frozen=True)
+class Targets:
+    """Where soft labels come from: the teacher, and (soft_mode stored) its logits per image."""
+
+    teacher: Teacher
+    stored: torch.Tensor | None = None
+
+
+def objective_for(config: EvalConfig, dataset: ImageDataset, seeds: list[int],
+                  targets: Targets | None) -> Objective | None:
+    """The batch objective of the label regime and mixing; None for the reference protocol's
+    hard labels without mixing (plain cross-entropy)."""
+    if not config.labels.soft and config.mixing.kind == "none":
+        return None
+    if config.labels.soft and targets is None:
+        raise ConfigError("soft labels need a teacher: pass one to the evaluation")
+    mix_seeds = [derive_seed(seed, "mix") for seed in seeds]
+    return Objective(config.labels, config.mixing, mix_seeds, dataset.num_classes,
+                     targets.teacher if targets else None, targets.stored if targets else None)
+
+
+def fit(net, images, labels, config: EvalConfig, epochs: int, order, augment, progress_task=None,
+        objective: Objective | None = None):
     """The protocol's schedule: E + 1 epochs, lr x0.1 with a new optimiser after E // 2 + 1."""
 
     def sgd(lr: float) -> torch.optim.SGD:
@@ -178,7 +219,7 @@ def fit(net, images, labels, config: EvalConfig, epochs: int, order, augment, pr
     optimizer = sgd(config.lr)
     images, labels = images.detach(), labels.detach()
     for epoch in range(epochs + 1):
-        loss, _ = train_epoch(net, images, labels, optimizer, config.batch_size, order, augment)
+        loss, _ = train_epoch(net, images, labels, optimizer, config.batch_size, order, augment, objective)
         if epoch == decay_after:
             optimizer = sgd(config.lr * 0.1)
         if progress_task is not None:
@@ -234,8 +275,10 @@ def evaluate_synset(
     progress: Progress | None = None,
     notes: list[str] | None = None,
     ranks: Ranks = SINGLE,
+    teacher: Teacher | None = None,
 ) -> dict[str, ArchResult]:
-    """Evaluate a synthetic set on every arch in `config.archs`, `config.models` nets each.
+    """Evaluate a synthetic set on every arch in `config.archs`, `config.models` nets each;
+    with soft labels (`config.labels`), from `teacher`.
 
     An arch that cannot be stacked trains its nets one after another; `notes` gets one line
     saying so. Over several `ranks` the (arch, model) pairs are dealt out in turn, each rank
@@ -243,6 +286,7 @@ def evaluate_synset(
     progress = progress or NullProgress()
     images = images.to(dataset.device)
     labels = labels.to(dataset.device)
+    targets = soft_targets(config, images, teacher)
     mine = [(arch, i) for arch in config.archs for i in range(config.models)][ranks.rank :: ranks.world]
     found: dict[tuple[str, int], float] = {}
     for arch in config.archs:
@@ -254,7 +298,7 @@ def evaluate_synset(
         why_not = stackable(fresh_net(arch, dataset, seeds[0], torch.device("meta")))
         if config.batched and why_not is None:
             task = progress.task(f"eval {arch} x{len(seeds)}", epochs + 1)
-            net = train_stacked(arch, images, labels, dataset, config, seeds, task)
+            net = train_stacked(arch, images, labels, dataset, config, seeds, task, targets)
             accs = accuracies(net, dataset.test_images, dataset.test_labels)
         else:
             if config.batched and notes is not None:
@@ -262,7 +306,7 @@ def evaluate_synset(
                     f"{arch}: its {config.models} models train one by one ({why_not} cannot be batched)"
                 )
             task = progress.task(f"eval {arch}", len(seeds) * (epochs + 1))
-            nets = [train_net(arch, images, labels, dataset, config, s, task) for s in seeds]
+            nets = [train_net(arch, images, labels, dataset, config, s, task, targets) for s in seeds]
             accs = [accuracy(net, dataset.test_images, dataset.test_labels) for net in nets]
         task.close()
         found.update(zip([(arch, i) for i in indices], accs, strict=True))
@@ -273,6 +317,15 @@ def evaluate_synset(
                          config.models)
         for arch in config.archs
     }
+
+
+def soft_targets(config: EvalConfig, images: torch.Tensor, teacher: Teacher | None) -> Targets | None:
+    if not config.labels.soft:
+        return None
+    if teacher is None:
+        raise ConfigError("--labels soft needs a teacher: add --teacher QUERY")
+    stored = teacher.logits(images) if config.labels.soft_mode == "stored" else None
+    return Targets(teacher, stored)
 
 
 def random_real(dataset: ImageDataset, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,6 +347,7 @@ def check_ipc(dataset: ImageDataset, ipc: int) -> None:
 
 
 EVAL_CACHE_FILE = "eval.json"
+HARD_EVAL_CACHE_FILE = "eval-hard.json"  # a soft-label run's set under hard labels (for HLR)
 
 
 def evaluate_cached(
@@ -306,6 +360,7 @@ def evaluate_cached(
     progress: Progress | None = None,
     notes: list[str] | None = None,
     ranks: Ranks = SINGLE,
+    teacher: Teacher | None = None,
 ) -> dict[str, ArchResult]:
     """`evaluate_synset`, kept in `cache` (a JSON file) keyed by the synthetic set's content, the
     evaluation settings and the seed, so that a re-run (e.g. a resumed `--runs N`) reuses it."""
@@ -315,12 +370,13 @@ def evaluate_cached(
         "config": settings,  # batched or not trains the same nets
         "seed": seed,
         "test_images": len(dataset.test_images),
+        **({"teacher": [p["sha256"] for p in teacher.describe()]} if teacher is not None else {}),
     }
     if cache is not None and cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return {arch: ArchResult.from_json(result) for arch, result in saved["eval"].items()}
-    results = evaluate_synset(images, labels, dataset, config, seed, progress, notes, ranks)
+    results = evaluate_synset(images, labels, dataset, config, seed, progress, notes, ranks, teacher)
     if cache is not None and ranks.is_main:
         atomic_write_json(cache, {"key": key, "eval": {a: r.to_json() for a, r in results.items()}})
     return results

@@ -36,6 +36,9 @@ class RunReport:
     request: dict[str, Any] | None = None  # the resolved request that produced it (RunRequest.to_json())
     curves: list[Curve] | None = None  # --eval-every: one accuracy curve per synthetic set
     notes: list[str] = field(default_factory=list)  # one-line remarks (e.g. an arch trained unbatched)
+    labels: dict[str, Any] | None = None  # the label regime: hard, or soft with its teacher, loss, ...
+    scores: dict[str, dict[str, Any]] | None = None  # per arch: HLR, IOR, LRS and their inputs
+    storage: dict[str, Any] | None = None  # bytes of images, labels (and the teacher when it relabels)
 
     @property
     def iters_per_sec(self) -> float | None:
@@ -63,6 +66,9 @@ class RunReport:
             **({"lr": self.lr} if self.lr is not None else {}),
             **({"eval_curve": [c.to_json() for c in self.curves]} if self.curves else {}),
             **({"notes": self.notes} if self.notes else {}),
+            **({"labels": self.labels} if self.labels is not None else {}),
+            **({"scores": self.scores} if self.scores is not None else {}),
+            **({"storage": self.storage} if self.storage is not None else {}),
             **({"request": self.request} if self.request is not None else {}),
         }
 

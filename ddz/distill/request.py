@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 
 from ddz.data.augment import DSAConfig
+from ddz.data.mix import MixConfig
 from ddz.distill.evaluate import EvalConfig
 from ddz.distill.guidance import GuidanceConfig
+from ddz.distill.labels import LabelConfig
 from ddz.distill.methods import DistillConfig
 from ddz.errors import ConfigError
 
@@ -25,6 +27,11 @@ def _known(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{where}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
     return dict(data)
+
+
+def check_weight(w: float) -> None:
+    if not 0.0 <= w <= 1.0:  # also false for NaN
+        raise ConfigError(f"--score-weight must lie in [0, 1], got {w}")
 
 
 def guidance_from_json(data: dict[str, Any]) -> GuidanceConfig:
@@ -39,6 +46,11 @@ def eval_from_json(data: dict[str, Any] | None) -> EvalConfig | None:
     data = _known(EvalConfig, data, "evaluation")
     data["archs"] = tuple(data.get("archs", EvalConfig.archs))
     data["dsa_config"] = DSAConfig(**data.get("dsa_config", {}))
+    labels = _known(LabelConfig, data.get("labels", {}), "evaluation.labels")
+    labels["teacher"] = tuple(labels.get("teacher", ()))
+    data["labels"] = LabelConfig(**labels)
+    mix = data.get("mix")
+    data["mix"] = MixConfig(**_known(MixConfig, mix, "evaluation.mix")) if mix is not None else None
     return EvalConfig(**data)
 
 
@@ -63,8 +75,11 @@ class RunRequest:
     resolution: int | None = None
     out: str | None = None
     checkpoint_every: int = 100
+    scores: bool = True  # DD-Ranking's scores beside a random subset and the full data (cached)
+    score_weight: float = 0.5  # LRS's w
 
     def __post_init__(self) -> None:
+        check_weight(self.score_weight)
         kind, spec = self.guidance.kind, self.distill.spec
         if kind == "none" and self.ptm:
             raise ConfigError("--guidance none with --ptm: drop --ptm, or choose --guidance auto|clom|cclom")
@@ -125,8 +140,11 @@ class EvalRequest:
     ipc: int = 10
     runs: int = 1
     resolution: int | None = None
+    scores: bool = True
+    score_weight: float = 0.5
 
     def __post_init__(self) -> None:
+        check_weight(self.score_weight)
         if self.random_real and (self.dataset is None or self.synsets):
             raise ConfigError("--random-real needs --dataset D (and no SYNSET argument)")
         if not self.random_real and not self.synsets:

@@ -14,17 +14,20 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ddz.data import load_dataset
 from ddz.data.base import ImageDataset
 from ddz.data.zca import whitened
+from ddz.distill.baselines import Baselines, hard_protocol
 from ddz.distill.curve import CURVE_FILE, Curve
 from ddz.distill.evaluate import (
     EVAL_CACHE_FILE,
+    HARD_EVAL_CACHE_FILE,
     ArchResult,
     EvalConfig,
     check_ipc,
@@ -35,11 +38,13 @@ from ddz.distill.evaluate import (
 )
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.guidance import Guidance
+from ddz.distill.labels import Teacher
 from ddz.distill.loop import distill
 from ddz.distill.methods import DistillConfig
 from ddz.distill.methods.mtt_defaults import mtt_settings
 from ddz.distill.report import RunReport, run_record
 from ddz.distill.request import EvalRequest, RunRequest
+from ddz.distill.scores import Scores
 from ddz.distill.synset import SYNSET_FILE, SynSet, load_synset
 from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.errors import ConfigError
@@ -59,6 +64,7 @@ class RunContext:
     ranks: Ranks = SINGLE
     log: Callable[[str], None] = lambda line: None  # one line for the user, as the run goes
     data: ImageDataset | None = None  # an already loaded data set (a grid of cells shares one)
+    cache: Path | None = None  # where the scores' baselines are kept (None: computed every time)
 
     def need_zoo(self, option: str) -> Zoo:
         if self.zoo is None:
@@ -137,21 +143,79 @@ def prepare(request: RunRequest, context: RunContext) -> tuple[ImageDataset, Exp
     return data, experts, guidance
 
 
+@dataclass
+class Evaluator:
+    """The evaluation of one request: the protocol, its teacher (soft labels), where notes go."""
+
+    data: ImageDataset
+    config: EvalConfig
+    context: RunContext
+    teacher: Teacher | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, data: ImageDataset, config: EvalConfig, context: RunContext) -> Evaluator:
+        teacher = None
+        if config.labels.soft:
+            ptms = context.need_zoo("--teacher").load_ptms(list(config.labels.teacher), str(data.device))
+            teacher = Teacher(ptms, data)
+        return cls(data, config, context, teacher)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, seed: int, lr: float | None = None,
+                 cache: Path | None = None, hard: bool = False) -> dict[str, ArchResult]:
+        """The set's accuracies (with the step size it learnt); `hard`: under the hard-label
+        protocol whatever the regime (what HLR compares); `cache`: a JSON file that keeps them."""
+        config = _with_lr(hard_protocol(self.config) if hard else self.config, lr)
+        teacher = None if hard else self.teacher
+        context = self.context
+        if cache is None:
+            return evaluate_synset(images, labels, self.data, config, seed, context.progress, self.notes,
+                                   context.ranks, teacher)
+        return evaluate_cached(images, labels, self.data, config, seed, cache, context.progress, self.notes,
+                               context.ranks, teacher)
+
+    def scores(self, ipc: int, seeds: list[int], seed: int, results: list[dict[str, ArchResult]],
+               hard_results: list[dict[str, ArchResult]], weight: float) -> dict[str, dict[str, Any]]:
+        """DD-Ranking's scores of the sets beside a random subset (same protocol, same seeds)
+        and the full data (hard labels), both cached."""
+        baselines = Baselines(self.context.cache, self.context.progress, self.context.ranks)
+        random = baselines.random_subset(self.data, ipc, self.config, seeds, self.teacher)
+        full = baselines.full_data(self.data, self.config, seed)
+        mine, hard = combine_runs(results), combine_runs(hard_results)
+        regime = self.config.labels.labels
+        return {arch: Scores(mine[arch].mean, random[arch].mean, full[arch].mean, weight, regime,
+                             hard[arch].mean if regime == "soft" else None).to_json() for arch in mine}
+
+    def storage(self, images: torch.Tensor) -> dict[str, Any]:
+        """Bytes of a set as the soft-label papers count them: images, labels (hard, or stored
+        soft), and for regenerated soft labels the teacher (its bytes and hashes)."""
+        labels = self.config.labels
+        n = len(images)
+        stored_soft = labels.soft and labels.soft_mode == "stored"
+        record = {"images": images.numel() * images.element_size(),
+                  "labels": n * self.data.num_classes * 4 if stored_soft else n * 8,
+                  "label_regime": labels.labels if not labels.soft else f"soft/{labels.soft_mode}"}
+        if labels.soft and labels.soft_mode == "regenerate" and self.teacher is not None:
+            record["teacher"] = self.teacher.bytes
+            record["teacher_sha256"] = [p["sha256"] for p in self.teacher.describe()]
+        return record
+
+
 def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
     """Distil and evaluate as `request` says; every rank of `context.ranks` calls it alike."""
     context = context or RunContext()
     data, experts, guidance = prepare(request, context)
     config = request.distill.resolved(request.dataset)
     folders = run_folders(request.out, request.dataset, config.method, config.ipc, request.seeds, guidance)
+    evaluator = Evaluator.of(data, request.evaluation, context) if request.evaluation is not None else None
     synsets: list[SynSet] = []
     per_run: list[dict[str, ArchResult]] = []
+    hard_runs: list[dict[str, ArchResult]] = []
     curves: list[Curve] = []
-    notes: list[str] = []
     seconds_eval = 0.0
     for seed, folder in zip(request.seeds, folders, strict=True):
         curve = Curve.load(folder / CURVE_FILE, request.eval_every)
-        watch = (_curve_watcher(curve, folder, data, request, seed, context, notes)
-                 if request.eval_every else None)
+        watch = _curve_watcher(curve, folder, evaluator, seed, context) if request.eval_every else None
         synset = distill(
             data, config, seed, guidance, folder, request.checkpoint_every, context.progress,
             dataset_name=request.dataset, ptm_query=request.ptm, experts=experts, ranks=context.ranks,
@@ -159,23 +223,38 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
         )
         synsets.append(synset)
         context.log(f"synthetic set: {folder / SYNSET_FILE}")
-        if request.evaluation is not None:
-            started = time.perf_counter()
-            per_run.append(evaluate_cached(
-                synset.images, synset.labels, data, _with_lr(request.evaluation, synset.lr), seed,
-                folder / EVAL_CACHE_FILE, context.progress, notes, context.ranks,
-            ))
-            seconds_eval += time.perf_counter() - started
-            if request.eval_every:
-                curve.add(synset.iterations, per_run[-1], final=True)
-                curves.append(curve)
+        if evaluator is None:
+            continue
+        started = time.perf_counter()
+        per_run.append(evaluator(synset.images, synset.labels, seed, synset.lr, folder / EVAL_CACHE_FILE))
+        if request.scores:
+            hard_runs.append(per_run[-1] if not evaluator.config.labels.soft else evaluator(
+                synset.images, synset.labels, seed, synset.lr, folder / HARD_EVAL_CACHE_FILE, hard=True))
+        seconds_eval += time.perf_counter() - started
+        if request.eval_every:
+            curve.add(synset.iterations, per_run[-1], final=True)
+            curves.append(curve)
     files = [str(folder / SYNSET_FILE) for folder in folders]
     report = RunReport.from_runs(request.dataset, request.seed, synsets, files, per_run, seconds_eval,
                                  context.ranks.world)
     report.request = replace(request.resolved(), distill=config).to_json()
     report.curves = curves or None
-    report.notes = list(dict.fromkeys(notes))
+    if evaluator is not None:
+        _label_report(report, evaluator, synsets[0].images)
+        if request.scores:
+            report.scores = evaluator.scores(config.ipc, request.seeds, request.seed, per_run, hard_runs,
+                                             request.score_weight)
+        report.notes = list(dict.fromkeys(evaluator.notes))
     return report
+
+
+def _label_report(report: RunReport, evaluator: Evaluator, images: torch.Tensor) -> None:
+    labels = evaluator.config.labels
+    report.labels = {"regime": labels.labels, "mix": asdict(evaluator.config.mixing)}
+    if labels.soft and evaluator.teacher is not None:
+        report.labels.update(teacher=evaluator.teacher.describe(), loss=labels.loss,
+                             temperature=labels.temperature, soft_mode=labels.soft_mode)
+    report.storage = evaluator.storage(images)
 
 
 def _with_lr(config: EvalConfig, lr: float | None) -> EvalConfig:
@@ -183,19 +262,16 @@ def _with_lr(config: EvalConfig, lr: float | None) -> EvalConfig:
     return replace(config, lr=lr) if lr is not None else config
 
 
-def _curve_watcher(curve: Curve, folder: Path, data: ImageDataset, request: RunRequest, seed: int,
-                   context: RunContext, notes: list[str]) -> Callable[[int, torch.Tensor, torch.Tensor,
-                                                                      float | None], None]:
+def _curve_watcher(curve: Curve, folder: Path, evaluator: Evaluator | None, seed: int,
+                   context: RunContext) -> Callable[[int, torch.Tensor, torch.Tensor, float | None], None]:
     """Evaluate the set as it stands every `eval_every` iterations (not the final one, which the
     run evaluates anyway), kept in the run folder's curve file so a resumed run keeps its points."""
-    assert request.evaluation is not None
+    assert evaluator is not None  # RunRequest refuses --eval-every without evaluation
 
     def watch(iteration: int, images: torch.Tensor, labels: torch.Tensor, lr: float | None) -> None:
         if iteration in curve.points:
             return
-        result = evaluate_synset(images, labels, data, _with_lr(request.evaluation, lr), seed,
-                                 context.progress, notes, context.ranks)
-        curve.add(iteration, result)
+        curve.add(iteration, evaluator(images, labels, seed, lr))
         if context.ranks.is_main:
             curve.save(folder / CURVE_FILE)
 
@@ -227,23 +303,29 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
                     iterations=first.iterations, seconds_distill=sum(s.seconds_distill for s in saved))
         names = list(request.synsets)
     started = time.perf_counter()
-    notes: list[str] = []
-    per_run = [
-        evaluate_synset(images, labels, data, _with_lr(request.evaluation, lr), seed, context.progress,
-                        notes, context.ranks)
-        for (images, labels, lr), seed in zip(sets, seeds, strict=True)
-    ]
+    evaluator = Evaluator.of(data, request.evaluation, context)
+    per_run = [evaluator(images, labels, seed, lr)
+               for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
+    hard_runs = per_run
+    if request.scores and evaluator.config.labels.soft:
+        hard_runs = [evaluator(images, labels, seed, lr, hard=True)
+                     for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
     several = len(sets) > 1
-    return RunReport(
+    report = RunReport(
         dataset=data.name, seed=request.seed, eval=combine_runs(per_run),
         seconds_eval=time.perf_counter() - started, world_size=context.ranks.world,
         synset=None if several else names[0],
         runs=[run_record(seed, name, result)
               for seed, name, result in zip(seeds, names, per_run, strict=True)] if several else None,
         lr=[lr for _, _, lr in sets] if any(lr is not None for _, _, lr in sets) else None,
-        notes=list(dict.fromkeys(notes)),
         **meta,
     )
+    _label_report(report, evaluator, sets[0][0])
+    if request.scores:
+        report.scores = evaluator.scores(report.ipc, seeds, request.seed, per_run, hard_runs,
+                                         request.score_weight)
+    report.notes = list(dict.fromkeys(evaluator.notes))
+    return report
 
 
 def _check_one_setting(paths: Sequence[str], saved: Sequence[SynSet]) -> None:

@@ -74,14 +74,17 @@ def cross_entropy_backward(
     images: torch.Tensor,
     labels: torch.Tensor,
     size: int | None,
+    summed_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = summed_cross_entropy,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backpropagate the batch-mean cross-entropy, `size` images per forward; parameter gradients
-    accumulate in `.grad`. Returns the loss (per copy for stacked copies) and the logits, detached."""
+    """Backpropagate the batch mean of `summed_loss` (cross-entropy unless given; it sums over
+    the batch, per copy for stacked copies), `size` images per forward; parameter gradients
+    accumulate in `.grad`. `labels` are any per-image targets (hard labels, soft logits).
+    Returns the loss (per copy for stacked copies) and the logits, detached."""
     total = torch.zeros((), device=images.device)
     logits = []
     for part in pieces(len(images), size):
         out = forward(images[part])
-        loss = summed_cross_entropy(out, labels[part]) / len(images)
+        loss = summed_loss(out, labels[part]) / len(images)
         loss.sum().backward()
         total = total + loss.detach()
         logits.append(out.detach())
