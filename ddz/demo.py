@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ddz.data import load_dataset
 from ddz.data.base import ImageDataset
+from ddz.distill.baselines import BASELINES_FOLDER
 from ddz.distill.evaluate import ArchResult, EvalConfig
 from ddz.distill.guidance import GuidanceConfig
+from ddz.distill.labels import LabelConfig
 from ddz.distill.methods import DistillConfig
 from ddz.distill.report import RunReport
 from ddz.distill.request import EvalRequest, RunRequest
@@ -126,14 +128,18 @@ class DemoRow:
     result: ArchResult
     seconds: float
     grid: str | None = None
+    labels: str = "hard"  # or "soft (TEACHER)"
+    scores: dict[str, Any] | None = None  # DD-Ranking's scores of the row (ddz.distill.scores)
 
     def to_json(self) -> dict:
         return {
             "method": self.method,
             "ptm_query": self.ptm_query,
+            "labels": self.labels,
             "seconds": round(self.seconds, 2),
             "grid": self.grid,
             **self.result.to_json(),
+            **({"scores": self.scores} if self.scores is not None else {}),
         }
 
 
@@ -203,7 +209,9 @@ def run_demo(
     stages["hub"] = time.perf_counter() - started
 
     # 4. Distil with DM, unguided and guided by the pool, then evaluate by the protocol.
-    rows, guided = demo_rows(out, config, seed, RunContext(zoo, device=device, progress=progress, data=data))
+    context = RunContext(zoo, device=device, progress=progress, data=data,
+                         cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
+    rows, guided = demo_rows(out, config, seed, context)
     stages.update({row.method: row.seconds for row in rows[1:]})
     alpha, alpha_source = guided.alpha, guided.alpha_source or ""
 
@@ -248,7 +256,22 @@ def demo_rows(out: Path, config: DemoConfig, seed: int,
         shutil.copyfile(run_dir / GRID_FILE, grid)
         rows.append(DemoRow(label, query or "-", report.eval[evaluation.archs[0]],
                             time.perf_counter() - started, grid.name))
+        if query is None:
+            rows.append(soft_row(config, evaluation, report, context, grid.name))
     return rows, report
+
+
+def soft_row(config: DemoConfig, evaluation: EvalConfig, dm: RunReport, context: RunContext,
+             grid: str) -> DemoRow:
+    """The DM set under soft labels from the zoo's first PTM (DD-Ranking's protocol), with its
+    scores beside a random subset under the same soft labels and the full data."""
+    teacher = f"{DATASET}/{config.archs[0]}/seed0@epoch{config.zoo_epochs}"
+    soft = replace(evaluation, labels=LabelConfig("soft", (teacher,)))
+    started = time.perf_counter()
+    report = evaluate(EvalRequest((str(dm.synset),), soft, seed=dm.seed), context)
+    arch = evaluation.archs[0]
+    return DemoRow("DM, soft labels", "-", report.eval[arch], time.perf_counter() - started, grid,
+                   f"soft ({teacher})", report.scores[arch])
 
 
 def report_markdown(report: DemoReport) -> str:
@@ -258,14 +281,15 @@ def report_markdown(report: DemoReport) -> str:
         "",
         f"Data set: scikit-learn digits (16x16, 10 classes), IPC {c.ipc}, seed {report.seed}.",
         "",
-        "| method | PTM query | accuracy (%) mean ± std | models | seconds |",
-        "|---|---|---|---|---|",
+        "| method | PTM query | labels | accuracy (%) mean ± std | models | LRS | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in report.rows:
         r = row.result
+        lrs = f"{row.scores['lrs']:.4f}" if row.scores else "-"
         lines.append(
-            f"| {row.method} | `{row.ptm_query}` | {100 * r.mean:.2f} ± {100 * r.std:.2f} | "
-            f"{r.models} | {row.seconds:.1f} |"
+            f"| {row.method} | `{row.ptm_query}` | {row.labels} | {100 * r.mean:.2f} ± {100 * r.std:.2f} | "
+            f"{r.models} | {lrs} | {row.seconds:.1f} |"
         )
     lines += ["", guidance_sentence(report)]
     lines += [

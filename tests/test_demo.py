@@ -17,12 +17,14 @@ def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
     out = tmp_path / "demo"
     result = run_ddz("demo", "--quick", "--out", str(out), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    for method in ("random real", "DM", "DM + CLoM"):
+    for method in ("random real", "DM", "DM + CLoM", "DM, soft labels"):
         assert method in result.stdout
 
     report = (out / "report.md").read_text()
     data = json.loads((out / "report.json").read_text())
-    assert [row["method"] for row in data["rows"]] == ["random real", "DM", "DM + CLoM"]
+    assert [row["method"] for row in data["rows"]] == ["random real", "DM", "DM + CLoM", "DM, soft labels"]
+    soft = data["rows"][3]
+    assert soft["labels"].startswith("soft (digits/") and f"| {soft['scores']['lrs']:.4f} |" in report
     for row in data["rows"]:
         # Each row's accuracy is printed in the markdown table exactly as measured.
         assert f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}" in report

@@ -3,6 +3,7 @@ one-hot soft labels = the hard protocol, batched = sequential, the baselines' ca
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -169,7 +170,7 @@ def test_soft_eval_from_the_zoo_reports_scores_and_caches_its_baselines(run_ddz,
             "--labels", "soft", "--teacher", zoo_teacher]
     first = run_ddz(*args, "--json", "soft.json")
     assert first.returncode == 0, first.stderr
-    report = __import__("json").loads((tmp_path / "soft.json").read_text())
+    report = json.loads((tmp_path / "soft.json").read_text())
     assert report["labels"]["regime"] == "soft" and report["labels"]["teacher"][0]["name"] == zoo_teacher
     assert report["labels"]["mix"]["kind"] == "cutmix" and report["labels"]["loss"] == "kl"
     score = report["scores"]["convnet3"]
@@ -182,7 +183,7 @@ def test_soft_eval_from_the_zoo_reports_scores_and_caches_its_baselines(run_ddz,
     again = run_ddz(*args, "--json", "again.json")
     assert again.returncode == 0, again.stderr
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # read back, not recomputed
-    assert __import__("json").loads((tmp_path / "again.json").read_text())["scores"] == report["scores"]
+    assert json.loads((tmp_path / "again.json").read_text())["scores"] == report["scores"]
 
 
 @pytest.mark.parametrize("extra, fragment", [
@@ -199,3 +200,16 @@ def test_bad_soft_label_input_is_one_line_and_writes_nothing(run_ddz, tmp_path, 
                      "--epochs", "1", *extra, "--json", "out.json")
     assert result.returncode == 2 and fragment in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out.json").exists()
+
+
+def test_distill_evaluates_with_soft_labels_and_records_the_request(run_ddz, tmp_path, zoo_teacher):
+    result = run_ddz("distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--iterations", "2",
+                     "--net-option", "width=8", "--eval-labels", "soft", "--teacher", zoo_teacher,
+                     "--soft-labels", "stored", "--eval-models", "1", "--eval-epochs", "2",
+                     "--json", "d.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert report["labels"]["soft_mode"] == "stored" and report["storage"]["labels"] == 10 * 10 * 4
+    assert report["request"]["evaluation"]["labels"]["teacher"] == [zoo_teacher]
+    assert set(report["scores"]["convnet3"]) >= {"hlr", "ior", "lrs", "inputs"}
+    assert "LRS" in result.stdout

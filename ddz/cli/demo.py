@@ -25,13 +25,15 @@ def demo_command(
     with RichProgress() as progress:
         report = run_demo(out_dir, config, settings.seed, settings.torch_device, progress)
     table = Table(title=f"ddz demo: digits, DM, IPC {config.ipc}")
-    for column in ("method", "PTM query", "accuracy (%)", "seconds"):
+    for column in ("method", "PTM query", "labels", "accuracy (%)", "LRS", "seconds"):
         table.add_column(column)
     for row in report.rows:
         table.add_row(
             row.method,
             row.ptm_query,
+            row.labels,
             f"{100 * row.result.mean:.2f} ± {100 * row.result.std:.2f}",
+            f"{row.scores['lrs']:.4f}" if row.scores else "-",
             f"{row.seconds:.1f}",
         )
     out.print(table)
