@@ -89,7 +89,11 @@ def ptm_for(digits, classes=None, size=None, seed=0) -> PTM:
                tuple(digits.mean), tuple(digits.std), size or digits.image_size, digits.channels, "convnet3")
 
 
-def test_a_teacher_of_other_classes_or_size_is_refused(digits):
+def test_a_teacher_of_another_data_set_classes_or_size_is_refused(digits):
+    other = ptm_for(digits)
+    other.name = "mnist/convnet3/seed0@epoch2"
+    with pytest.raises(ConfigError, match="trained on mnist, not digits"):
+        Teacher([other], digits)
     with pytest.raises(ConfigError, match="knows 3 classes"):
         Teacher([ptm_for(digits, classes=["a", "b", "c"])], digits)
     with pytest.raises(ConfigError, match="1x32px"):

@@ -27,6 +27,7 @@ from ddz.data.mix import MixConfig, Mixer, mix_targets
 from ddz.errors import ConfigError, unknown_name
 from ddz.nets.batching import summed_cross_entropy
 from ddz.zoo.ptm import PTM
+from ddz.zoo.records import dataset_slug
 
 LABELS = ("hard", "soft")
 LOSSES = ("kl", "sce", "mse_gt")
@@ -95,6 +96,11 @@ class Teacher:
         if not ptms:
             raise ConfigError("--teacher selects no PTM; check the query with `ddz zoo list QUERY`")
         for ptm in ptms:
+            trained_on = ptm.name.split("/")[0] if ptm.arch is not None else None  # zoo names: DATASET/...
+            if trained_on is not None and trained_on != dataset_slug(dataset.name):
+                raise ConfigError(
+                    f"teacher {ptm.name} was trained on {trained_on}, not {dataset.name}; use a teacher of "
+                    f"this data set (e.g. --teacher '{dataset_slug(dataset.name)}/convnet3/*@last')")
             if list(ptm.classes) != list(dataset.classes):
                 raise ConfigError(
                     f"teacher {ptm.name} knows {ptm.num_classes} classes ({', '.join(ptm.classes[:4])}...) "
