@@ -1,0 +1,3 @@
+from ddz.cli.main import entrypoint
+
+entrypoint()

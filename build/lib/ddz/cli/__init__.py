@@ -1,0 +1,1 @@
+"""The Typer app `ddz`: parse, call the library, render with rich."""

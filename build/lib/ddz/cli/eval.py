@@ -1,0 +1,97 @@
+"""`ddz eval`: evaluate a saved synthetic set, or the random-real baseline, by the protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from ddz.cli.common import RichProgress, out, settings, write_json
+from ddz.cli.main import app
+from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
+
+if TYPE_CHECKING:
+    from ddz.distill.report import RunReport
+
+
+def results_table(report: RunReport) -> Table:
+    table = Table(title=f"{report.dataset} {report.method} IPC {report.ipc}")
+    for column in ("arch", "runs x models", "epochs", "accuracy (%)", "run means" if report.runs else "accs"):
+        table.add_column(column)
+    for arch, result in report.eval.items():
+        shown = result.run_means if report.runs else result.accs
+        table.add_row(
+            arch,
+            f"{result.runs} x {result.models}",
+            str(result.epochs),
+            f"{100 * result.mean:.2f} ± {100 * result.std:.2f}",
+            " ".join(f"{100 * a:.1f}" for a in shown),
+        )
+    return table
+
+
+@app.command("eval")
+def eval_command(
+    synsets: list[Path] = typer.Argument(
+        None, help="Synthetic sets saved by `ddz distill` (files or run folders); several: one summary."
+    ),
+    dataset: str | None = typer.Option(None, "--dataset", help="With --random-real: the data set."),
+    random_real_baseline: bool = typer.Option(
+        False, "--random-real", help="Evaluate IPC random real images per class instead."
+    ),
+    ipc: int = typer.Option(10, "--ipc", help="Images per class for --random-real."),
+    runs: int = typer.Option(1, "--runs", help="With --random-real: draws (seeds S..S+N-1)."),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="With --random-real: image side in pixels (default: the data set's)."
+    ),
+    arch: list[str] = typer.Option(["convnet3"], "--arch", help="Architectures (repeatable)."),
+    models: int = typer.Option(5, "--models", help="Fresh nets trained per architecture."),
+    epochs: int | None = typer.Option(
+        None, "--epochs",
+        help="Training epochs E (E+1 run, lr x0.1 after E//2+1); default 1000, 300 unaugmented.",
+    ),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    augment: str = typer.Option("dsa", "--augment", help="dsa | dc (the DC reference's rule) | none"),
+    no_dsa: bool = typer.Option(False, "--no-dsa", help="Same as --augment none."),
+    batched: bool = typer.Option(
+        True, "--batched/--sequential", help="Train an arch's models as one batched model (same results)."
+    ),
+    compile_nets: bool = typer.Option(
+        False, "--compile", help="torch.compile the nets: pays on a GPU for long runs (compiles for seconds)."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
+    nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
+    dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
+) -> None:
+    """Evaluate by the protocol: N fresh nets per arch, SGD, accuracy on the real test set.
+
+    Several synthetic sets (or --random-real --runs N) are evaluated one after another, set k with
+    seed S+k, and summarised as the reference does: mean and std over all sets x models. A set
+    that learnt its step size (MTT) trains with its own."""
+    from ddz.distill.evaluate import EvalConfig
+    from ddz.distill.request import EvalRequest
+    from ddz.distill.run import RunContext, evaluate
+
+    config = EvalConfig(
+        archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
+        augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,
+    )
+    request = EvalRequest(tuple(str(p) for p in synsets or ()), config, settings.seed, random_real_baseline,
+                          dataset, ipc, runs, resolution)
+    ranks = start_or_join(RankOptions(nproc, dist_timeout))
+    if ranks is None:
+        return  # the ranks this process started have done the work
+    try:
+        with RichProgress() if ranks.is_main else LineProgress(ranks.rank) as progress:
+            context = RunContext(None, settings.data_root, settings.torch_device, progress, ranks)
+            report = evaluate(request, context)
+    finally:
+        ranks.close()
+    if not ranks.is_main:
+        return
+    for note in report.notes:
+        out.print(note)
+    out.print(results_table(report))
+    write_json(json_path, report.to_json())

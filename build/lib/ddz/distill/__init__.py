@@ -1,0 +1,1 @@
+"""Distillation: methods (DC, DSA, DM), PTM guidance (CLoM, CCLoM), synthetic sets, evaluation."""

@@ -1,0 +1,260 @@
+"""One run path for every front door: `run(RunRequest) -> RunReport` and
+`evaluate(EvalRequest) -> RunReport`. The CLI's `ddz distill` and `ddz eval`, `ddz repro`'s
+cells, the demo and Python users all come through here.
+
+A run: load the data set -> MTT's experts (and ZCA when they were trained whitened) -> the
+guidance pool and its alpha -> for each seed, distil into its run folder (resumable) and
+evaluate by the protocol, with the step size MTT learnt -> one report, which records the
+resolved request so that it can be run again as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ddz.data import load_dataset
+from ddz.data.base import ImageDataset
+from ddz.data.zca import whitened
+from ddz.distill.curve import CURVE_FILE, Curve
+from ddz.distill.evaluate import (
+    EVAL_CACHE_FILE,
+    ArchResult,
+    EvalConfig,
+    check_ipc,
+    combine_runs,
+    evaluate_cached,
+    evaluate_synset,
+    random_real,
+)
+from ddz.distill.experts import ExpertBuffer
+from ddz.distill.guidance import Guidance
+from ddz.distill.loop import distill
+from ddz.distill.methods import DistillConfig
+from ddz.distill.methods.mtt_defaults import mtt_settings
+from ddz.distill.report import RunReport, run_record
+from ddz.distill.request import EvalRequest, RunRequest
+from ddz.distill.synset import SYNSET_FILE, SynSet, load_synset
+from ddz.distributed.ranks import SINGLE, Ranks
+from ddz.errors import ConfigError
+from ddz.progress import NullProgress, Progress
+from ddz.zoo.api import Zoo
+
+
+@dataclass
+class RunContext:
+    """Where a run's inputs live and where it reports: not part of the request (the same
+    request runs on another machine, zoo or number of ranks)."""
+
+    zoo: Zoo | None = None  # needed for --ptm and --experts
+    data_root: str | Path = "data"
+    device: str = "cpu"
+    progress: Progress = field(default_factory=NullProgress)
+    ranks: Ranks = SINGLE
+    log: Callable[[str], None] = lambda line: None  # one line for the user, as the run goes
+    data: ImageDataset | None = None  # an already loaded data set (a grid of cells shares one)
+
+    def need_zoo(self, option: str) -> Zoo:
+        if self.zoo is None:
+            raise ConfigError(f"{option} reads the zoo: pass a Zoo in the RunContext")
+        return self.zoo
+
+    def load(self, dataset: str, resolution: int | None) -> ImageDataset:
+        if self.data is not None:
+            return self.data
+        return load_dataset(dataset, self.data_root, self.device, resolution)
+
+
+def default_out(dataset: str, method: str, ipc: int, seed: int, guidance: Guidance | None = None) -> Path:
+    """runs/<dataset>-<method>-ipc<K>-seed<S>; a guided run adds -<guidance>-<8 hex digits of its
+    PTMs and alpha>, so that guided and unguided runs of one setting do not share a folder."""
+    name = Path(dataset.partition(":")[2]).stem if ":" in dataset else dataset
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    folder = f"{name}-{method}-ipc{ipc}-seed{seed}"
+    if guidance is not None:
+        key = ",".join(p["sha256"] for p in guidance.describe()) + f"|{guidance.alpha}"
+        folder += f"-{guidance.kind}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return Path("runs") / folder
+
+
+def run_folders(base: str | Path | None, dataset: str, method: str, ipc: int, seeds: Sequence[int],
+                guidance: Guidance | None = None) -> list[Path]:
+    """One folder per run: `base` itself for one run, base/seed<S> for several; by default each
+    run's own default folder (so `--runs 2` reuses what `--seed 1` alone would have written)."""
+    if base is None:
+        return [default_out(dataset, method, ipc, seed, guidance) for seed in seeds]
+    if len(seeds) == 1:
+        return [Path(base)]
+    return [Path(base) / f"seed{seed}" for seed in seeds]
+
+
+def load_experts(zoo: Zoo, queries: Sequence[str]) -> ExpertBuffer:
+    rows = zoo.resolve_all(list(queries))
+    return ExpertBuffer(rows, zoo.files(rows))
+
+
+def check_experts_whitening(request: RunRequest, experts: ExpertBuffer) -> None:
+    """MTT's per-(data set, IPC) defaults were tuned with or without ZCA: applying them to experts
+    trained the other way silently changes the method. Explicit hyper-parameters override."""
+    config = request.distill
+    table = mtt_settings(request.dataset, config.ipc)
+    defaulted = [name for name in config.mtt.TABLE_FIELDS if getattr(config.mtt, name) is None]
+    if config.lr_img is None:
+        defaulted.append("lr_img")
+    if table.zca is None or table.zca == experts.zca or not defaulted:
+        return
+    trained = "with" if experts.zca else "without"
+    tuned = "with" if table.zca else "without"
+    recipe = "mtt-expert-zca" if table.zca else "mtt-expert"
+    raise ConfigError(
+        f"--experts were trained {trained} ZCA but MTT's defaults for {request.dataset} IPC {config.ipc} "
+        f"were tuned {tuned} it; train experts with --recipe {recipe}, or set "
+        f"{', '.join('--' + n.replace('_', '-') for n in defaulted)} yourself")
+
+
+def prepare(request: RunRequest, context: RunContext) -> tuple[ImageDataset, ExpertBuffer | None,
+                                                                Guidance | None]:
+    """The data set (whitened when the experts were), the experts and the guidance pool."""
+    data = context.load(request.dataset, request.resolution)
+    check_ipc(data, request.distill.ipc)
+    experts = None
+    if request.experts:
+        experts = load_experts(context.need_zoo("--experts"), request.experts)
+        check_experts_whitening(request, experts)
+        if experts.zca and data.zca is None:  # distil (and evaluate) in the space the experts saw
+            data = whitened(data)[0]
+    guidance = None
+    if request.ptm:
+        ptms = context.need_zoo("--ptm").load_ptms(list(request.ptm), str(data.device))
+        guidance = Guidance(ptms, data, request.guidance, request.distill.method, request.distill.ipc)
+        context.log(f"guidance: {guidance.kind}, alpha {guidance.alpha} ({guidance.alpha_source})")
+    return data, experts, guidance
+
+
+def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
+    """Distil and evaluate as `request` says; every rank of `context.ranks` calls it alike."""
+    context = context or RunContext()
+    data, experts, guidance = prepare(request, context)
+    config = request.distill.resolved(request.dataset)
+    folders = run_folders(request.out, request.dataset, config.method, config.ipc, request.seeds, guidance)
+    synsets: list[SynSet] = []
+    per_run: list[dict[str, ArchResult]] = []
+    curves: list[Curve] = []
+    notes: list[str] = []
+    seconds_eval = 0.0
+    for seed, folder in zip(request.seeds, folders, strict=True):
+        curve = Curve.load(folder / CURVE_FILE, request.eval_every)
+        watch = (_curve_watcher(curve, folder, data, request, seed, context, notes)
+                 if request.eval_every else None)
+        synset = distill(
+            data, config, seed, guidance, folder, request.checkpoint_every, context.progress,
+            dataset_name=request.dataset, ptm_query=request.ptm, experts=experts, ranks=context.ranks,
+            watch=watch, watch_every=request.eval_every,
+        )
+        synsets.append(synset)
+        context.log(f"synthetic set: {folder / SYNSET_FILE}")
+        if request.evaluation is not None:
+            started = time.perf_counter()
+            per_run.append(evaluate_cached(
+                synset.images, synset.labels, data, _with_lr(request.evaluation, synset.lr), seed,
+                folder / EVAL_CACHE_FILE, context.progress, notes, context.ranks,
+            ))
+            seconds_eval += time.perf_counter() - started
+            if request.eval_every:
+                curve.add(synset.iterations, per_run[-1], final=True)
+                curves.append(curve)
+    files = [str(folder / SYNSET_FILE) for folder in folders]
+    report = RunReport.from_runs(request.dataset, request.seed, synsets, files, per_run, seconds_eval,
+                                 context.ranks.world)
+    report.request = replace(request.resolved(), distill=config).to_json()
+    report.curves = curves or None
+    report.notes = list(dict.fromkeys(notes))
+    return report
+
+
+def _with_lr(config: EvalConfig, lr: float | None) -> EvalConfig:
+    """A set that learnt its step size (MTT) is evaluated with it."""
+    return replace(config, lr=lr) if lr is not None else config
+
+
+def _curve_watcher(curve: Curve, folder: Path, data: ImageDataset, request: RunRequest, seed: int,
+                   context: RunContext, notes: list[str]) -> Callable[[int, torch.Tensor, torch.Tensor,
+                                                                      float | None], None]:
+    """Evaluate the set as it stands every `eval_every` iterations (not the final one, which the
+    run evaluates anyway), kept in the run folder's curve file so a resumed run keeps its points."""
+    assert request.evaluation is not None
+
+    def watch(iteration: int, images: torch.Tensor, labels: torch.Tensor, lr: float | None) -> None:
+        if iteration in curve.points:
+            return
+        result = evaluate_synset(images, labels, data, _with_lr(request.evaluation, lr), seed,
+                                 context.progress, notes, context.ranks)
+        curve.add(iteration, result)
+        if context.ranks.is_main:
+            curve.save(folder / CURVE_FILE)
+
+    return watch
+
+
+def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunReport:
+    """Evaluate saved synthetic sets (each with its own learnt step size, when it has one) or
+    random real subsets; one summary over all of them, as the reference reports."""
+    context = context or RunContext()
+    seeds = [request.seed + k for k in range(request.runs if request.random_real else len(request.synsets))]
+    if request.random_real:
+        assert request.dataset is not None
+        data = context.load(request.dataset, request.resolution)
+        sets = [(*random_real(data, request.ipc, seed), None) for seed in seeds]
+        meta: dict = dict(method="random-real", ipc=request.ipc)
+        names: list[str | None] = [None] * len(sets)
+    else:
+        saved = [load_synset(path) for path in request.synsets]
+        _check_one_setting(request.synsets, saved)
+        first = saved[0]
+        data = context.data or load_dataset(first.dataset, context.data_root, context.device,
+                                            first.images.shape[-1])
+        if first.zca and data.zca is None:  # the set lives in the whitened space its distillation used
+            data = whitened(data)[0]
+        sets = [(s.images, s.labels, s.lr) for s in saved]
+        meta = dict(method=first.method, ipc=first.ipc, ptm_query=first.ptm_query, ptms=first.ptms,
+                    guidance=first.guidance, alpha=first.alpha, alpha_source=first.alpha_source,
+                    iterations=first.iterations, seconds_distill=sum(s.seconds_distill for s in saved))
+        names = list(request.synsets)
+    started = time.perf_counter()
+    notes: list[str] = []
+    per_run = [
+        evaluate_synset(images, labels, data, _with_lr(request.evaluation, lr), seed, context.progress,
+                        notes, context.ranks)
+        for (images, labels, lr), seed in zip(sets, seeds, strict=True)
+    ]
+    several = len(sets) > 1
+    return RunReport(
+        dataset=data.name, seed=request.seed, eval=combine_runs(per_run),
+        seconds_eval=time.perf_counter() - started, world_size=context.ranks.world,
+        synset=None if several else names[0],
+        runs=[run_record(seed, name, result)
+              for seed, name, result in zip(seeds, names, per_run, strict=True)] if several else None,
+        lr=[lr for _, _, lr in sets] if any(lr is not None for _, _, lr in sets) else None,
+        notes=list(dict.fromkeys(notes)),
+        **meta,
+    )
+
+
+def _check_one_setting(paths: Sequence[str], saved: Sequence[SynSet]) -> None:
+    first = saved[0]
+    for path, other in zip(paths[1:], saved[1:], strict=True):
+        if (other.dataset, other.ipc, other.classes) != (first.dataset, first.ipc, first.classes):
+            raise ConfigError(
+                f"{path} is {other.dataset} IPC {other.ipc} but {paths[0]} is {first.dataset} "
+                f"IPC {first.ipc}; evaluate synthetic sets of one setting together"
+            )
+
+
+__all__ = ["DistillConfig", "EvalRequest", "RunContext", "RunRequest", "default_out", "evaluate", "run",
+           "run_folders"]

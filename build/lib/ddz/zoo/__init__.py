@@ -1,0 +1,1 @@
+"""The PTM zoo: training, the safetensors store, the registry and query language, the hub."""
