@@ -217,3 +217,16 @@ def test_distill_evaluates_with_soft_labels_and_records_the_request(run_ddz, tmp
     assert report["request"]["evaluation"]["labels"]["teacher"] == [zoo_teacher]
     assert set(report["scores"]["convnet3"]) >= {"hlr", "ior", "lrs", "inputs"}
     assert "LRS" in result.stdout
+
+
+def test_ars_evaluates_without_augmentation_too(digits, tmp_path):
+    from ddz import EvalRequest, RunContext, evaluate
+
+    config = EvalConfig(models=1, epochs=2)
+    request = EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=1, runs=2, ars=True)
+    report = evaluate(request, RunContext(data=digits, cache=tmp_path))
+    score = report.scores["convnet3"]
+    aug = score["aug"]["inputs"]
+    assert aug["set_aug_acc"] == report.eval["convnet3"].mean == aug["random_aug_acc"]  # random beside itself
+    assert aug["set_plain_acc"] == aug["random_plain_acc"]
+    assert score["ars"] == pytest.approx((1 - math.exp(-1)) / (math.e - math.exp(-1)))  # f(0)

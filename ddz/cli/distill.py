@@ -75,6 +75,7 @@ def distill_command(
     scores: bool = _opt(None, "--scores/--no-scores", panel=EVAL, help="HLR, IOR, LRS beside a random subset "
                         "and the full data (both cached)."),
     score_weight: float = _opt(None, "--score-weight", panel=EVAL, help="LRS's w (0.5)."),
+    ars: bool = _opt(None, "--ars", panel=EVAL, help="Also evaluate without augmentation: DD-Ranking's ARS."),
     eval_every: int = _opt(None, "--eval-every", panel=EVAL, help="Also evaluate every N iterations: the "
                            "accuracy curve and its best in the JSON (the final set stays the headline)."),
     config_file: Path = _opt(None, "--config", panel=RUN, help="A request (YAML) or a report.json to rerun; "

@@ -81,6 +81,7 @@ def eval_command(
     scores: bool = typer.Option(True, "--scores/--no-scores", help="HLR, IOR, LRS beside a random subset and "
                                 "the full data (both cached under DDZ_HOME/cache)."),
     score_weight: float = typer.Option(0.5, "--score-weight", help="LRS's w."),
+    ars: bool = typer.Option(False, "--ars", help="Also evaluate without augmentation: DD-Ranking's ARS."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
     dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
@@ -104,7 +105,7 @@ def eval_command(
         mix=MixConfig(mix, mix_beta) if mix is not None else None,
     )
     request = EvalRequest(tuple(str(p) for p in synsets or ()), config, settings.seed, random_real_baseline,
-                          dataset, ipc, runs, resolution, scores, score_weight)
+                          dataset, ipc, runs, resolution, scores, score_weight, ars)
     ranks = start_or_join(RankOptions(nproc, dist_timeout))
     if ranks is None:
         return  # the ranks this process started have done the work

@@ -31,6 +31,7 @@ PATHS: dict[str, str] = {
     "teacher": "evaluation.labels.teacher", "kd_loss": "evaluation.labels.loss",
     "temperature": "evaluation.labels.temperature", "soft_labels": "evaluation.labels.soft_mode",
     "mix": "evaluation.mix.kind", "scores": "scores", "score_weight": "score_weight",
+    "ars": "ars",
 }
 
 

@@ -347,7 +347,6 @@ def check_ipc(dataset: ImageDataset, ipc: int) -> None:
 
 
 EVAL_CACHE_FILE = "eval.json"
-HARD_EVAL_CACHE_FILE = "eval-hard.json"  # a soft-label run's set under hard labels (for HLR)
 
 
 def evaluate_cached(

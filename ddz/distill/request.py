@@ -77,6 +77,7 @@ class RunRequest:
     checkpoint_every: int = 100
     scores: bool = True  # DD-Ranking's scores beside a random subset and the full data (cached)
     score_weight: float = 0.5  # LRS's w
+    ars: bool = False  # also evaluate without augmentation: DD-Ranking's ARS
 
     def __post_init__(self) -> None:
         check_weight(self.score_weight)
@@ -142,6 +143,7 @@ class EvalRequest:
     resolution: int | None = None
     scores: bool = True
     score_weight: float = 0.5
+    ars: bool = False
 
     def __post_init__(self) -> None:
         check_weight(self.score_weight)

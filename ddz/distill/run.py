@@ -16,18 +16,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ddz.data import load_dataset
 from ddz.data.base import ImageDataset
+from ddz.data.mix import MixConfig
 from ddz.data.zca import whitened
 from ddz.distill.baselines import Baselines, hard_protocol
 from ddz.distill.curve import CURVE_FILE, Curve
 from ddz.distill.evaluate import (
     EVAL_CACHE_FILE,
-    HARD_EVAL_CACHE_FILE,
     ArchResult,
     EvalConfig,
     check_ipc,
@@ -44,7 +44,7 @@ from ddz.distill.methods import DistillConfig
 from ddz.distill.methods.mtt_defaults import mtt_settings
 from ddz.distill.report import RunReport, run_record
 from ddz.distill.request import EvalRequest, RunRequest
-from ddz.distill.scores import Scores
+from ddz.distill.scores import AugScores, Scores
 from ddz.distill.synset import SYNSET_FILE, SynSet, load_synset
 from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.errors import ConfigError
@@ -143,6 +143,11 @@ def prepare(request: RunRequest, context: RunContext) -> tuple[ImageDataset, Exp
     return data, experts, guidance
 
 
+# an evaluation as the request asks for it, under hard labels, or without augmentation
+Variant = Literal["protocol", "hard", "plain"]
+EvalResult = dict[str, ArchResult]  # per arch
+
+
 @dataclass
 class Evaluator:
     """The evaluation of one request: the protocol, its teacher (soft labels), where notes go."""
@@ -161,12 +166,26 @@ class Evaluator:
             teacher = Teacher(ptms, data)
         return cls(data, config, context, teacher)
 
+    def protocol(self, variant: Variant = "protocol") -> EvalConfig:
+        """The evaluation itself, its hard-label version (what HLR compares) or its version
+        without augmentation (what ARS compares)."""
+        if variant == "hard":
+            return hard_protocol(self.config)
+        if variant == "plain":
+            return replace(self.config, augment="none", mix=MixConfig())
+        return self.config
+
+    def variants(self, scores: bool, ars: bool) -> list[Variant]:
+        """The other evaluations a set needs for its scores."""
+        return [v for v, wanted in (("hard", scores and self.config.labels.soft), ("plain", scores and ars))
+                if wanted]
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, seed: int, lr: float | None = None,
-                 cache: Path | None = None, hard: bool = False) -> dict[str, ArchResult]:
-        """The set's accuracies (with the step size it learnt); `hard`: under the hard-label
-        protocol whatever the regime (what HLR compares); `cache`: a JSON file that keeps them."""
-        config = _with_lr(hard_protocol(self.config) if hard else self.config, lr)
-        teacher = None if hard else self.teacher
+                 cache: Path | None = None, variant: Variant = "protocol") -> dict[str, ArchResult]:
+        """The set's accuracies (with the step size it learnt) under `variant` of the protocol;
+        `cache`: a JSON file that keeps them."""
+        config = _with_lr(self.protocol(variant), lr)
+        teacher = None if variant == "hard" else self.teacher
         context = self.context
         if cache is None:
             return evaluate_synset(images, labels, self.data, config, seed, context.progress, self.notes,
@@ -174,17 +193,29 @@ class Evaluator:
         return evaluate_cached(images, labels, self.data, config, seed, cache, context.progress, self.notes,
                                context.ranks, teacher)
 
-    def scores(self, ipc: int, seeds: list[int], seed: int, results: list[dict[str, ArchResult]],
-               hard_results: list[dict[str, ArchResult]], weight: float) -> dict[str, dict[str, Any]]:
+    def scores(self, ipc: int, seeds: list[int], seed: int, results: dict[Variant, list[EvalResult]],
+               weight: float) -> dict[str, dict[str, Any]]:
         """DD-Ranking's scores of the sets beside a random subset (same protocol, same seeds)
-        and the full data (hard labels), both cached."""
+        and the full data (hard labels), both cached; ARS when the sets were also evaluated
+        without augmentation."""
         baselines = Baselines(self.context.cache, self.context.progress, self.context.ranks)
         random = baselines.random_subset(self.data, ipc, self.config, seeds, self.teacher)
         full = baselines.full_data(self.data, self.config, seed)
-        mine, hard = combine_runs(results), combine_runs(hard_results)
+        mine = combine_runs(results["protocol"])
+        hard = combine_runs(results["hard"]) if "hard" in results else mine
+        plain = combine_runs(results["plain"]) if "plain" in results else None
+        random_plain = (baselines.random_subset(self.data, ipc, self.protocol("plain"), seeds, self.teacher)
+                        if plain is not None else None)
         regime = self.config.labels.labels
-        return {arch: Scores(mine[arch].mean, random[arch].mean, full[arch].mean, weight, regime,
-                             hard[arch].mean if regime == "soft" else None).to_json() for arch in mine}
+        scores = {}
+        for arch in mine:
+            aug = None
+            if plain is not None and random_plain is not None:
+                aug = AugScores(mine[arch].mean, random[arch].mean, plain[arch].mean, random_plain[arch].mean,
+                                weight)
+            scores[arch] = Scores(mine[arch].mean, random[arch].mean, full[arch].mean, weight, regime,
+                                  hard[arch].mean if regime == "soft" else None, aug).to_json()
+        return scores
 
     def storage(self, images: torch.Tensor) -> dict[str, Any]:
         """Bytes of a set as the soft-label papers count them: images, labels (hard, or stored
@@ -210,7 +241,8 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
     evaluator = Evaluator.of(data, request.evaluation, context) if request.evaluation is not None else None
     synsets: list[SynSet] = []
     per_run: list[dict[str, ArchResult]] = []
-    hard_runs: list[dict[str, ArchResult]] = []
+    variants = evaluator.variants(request.scores, request.ars) if evaluator is not None else []
+    other_runs: dict[Variant, list[dict[str, ArchResult]]] = {v: [] for v in variants}
     curves: list[Curve] = []
     seconds_eval = 0.0
     for seed, folder in zip(request.seeds, folders, strict=True):
@@ -227,9 +259,9 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
             continue
         started = time.perf_counter()
         per_run.append(evaluator(synset.images, synset.labels, seed, synset.lr, folder / EVAL_CACHE_FILE))
-        if request.scores:
-            hard_runs.append(per_run[-1] if not evaluator.config.labels.soft else evaluator(
-                synset.images, synset.labels, seed, synset.lr, folder / HARD_EVAL_CACHE_FILE, hard=True))
+        for variant in variants:
+            other_runs[variant].append(evaluator(synset.images, synset.labels, seed, synset.lr,
+                                                 folder / f"eval-{variant}.json", variant))
         seconds_eval += time.perf_counter() - started
         if request.eval_every:
             curve.add(synset.iterations, per_run[-1], final=True)
@@ -242,8 +274,8 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
     if evaluator is not None:
         _label_report(report, evaluator, synsets[0].images)
         if request.scores:
-            report.scores = evaluator.scores(config.ipc, request.seeds, request.seed, per_run, hard_runs,
-                                             request.score_weight)
+            report.scores = evaluator.scores(config.ipc, request.seeds, request.seed,
+                                             {"protocol": per_run, **other_runs}, request.score_weight)
         report.notes = list(dict.fromkeys(evaluator.notes))
     return report
 
@@ -306,10 +338,9 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
     evaluator = Evaluator.of(data, request.evaluation, context)
     per_run = [evaluator(images, labels, seed, lr)
                for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
-    hard_runs = per_run
-    if request.scores and evaluator.config.labels.soft:
-        hard_runs = [evaluator(images, labels, seed, lr, hard=True)
-                     for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
+    other_runs = {variant: [evaluator(images, labels, seed, lr, variant=variant)
+                            for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
+                  for variant in evaluator.variants(request.scores, request.ars)}
     several = len(sets) > 1
     report = RunReport(
         dataset=data.name, seed=request.seed, eval=combine_runs(per_run),
@@ -322,7 +353,7 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
     )
     _label_report(report, evaluator, sets[0][0])
     if request.scores:
-        report.scores = evaluator.scores(report.ipc, seeds, request.seed, per_run, hard_runs,
+        report.scores = evaluator.scores(report.ipc, seeds, request.seed, {"protocol": per_run, **other_runs},
                                          request.score_weight)
     report.notes = list(dict.fromkeys(evaluator.notes))
     return report

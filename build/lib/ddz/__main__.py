@@ -1,3 +1,0 @@
-from ddz.cli.main import entrypoint
-
-entrypoint()

@@ -1,1 +1,0 @@
-"""The Typer app `ddz`: parse, call the library, render with rich."""

@@ -1,1 +1,0 @@
-"""Distillation: methods (DC, DSA, DM), PTM guidance (CLoM, CCLoM), synthetic sets, evaluation."""

@@ -1,6 +1,0 @@
-"""The DD architectures (ConvNet-D, AlexNet, VGG-11, ResNet-18) behind one factory."""
-
-from ddz.nets.factory import ARCHS, arch_names, build_from_config, build_net, check_arch
-from ddz.nets.models import DDNet
-
-__all__ = ["ARCHS", "DDNet", "arch_names", "build_from_config", "build_net", "check_arch"]

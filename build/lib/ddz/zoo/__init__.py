@@ -1,1 +1,0 @@
-"""The PTM zoo: training, the safetensors store, the registry and query language, the hub."""
