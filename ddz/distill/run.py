@@ -27,7 +27,7 @@ from ddz.distill.baselines import Baselines, hard_protocol
 from ddz.distill.curve import CURVE_FILE, Curve
 from ddz.distill.evaluate import (
     EVAL_CACHE_FILE,
-    HARD_EVAL_CACHE_FILE,
+    SOFT_EVAL_CACHE_FILE,
     ArchResult,
     EvalConfig,
     check_ipc,
@@ -226,10 +226,12 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
         if evaluator is None:
             continue
         started = time.perf_counter()
-        per_run.append(evaluator(synset.images, synset.labels, seed, synset.lr, folder / EVAL_CACHE_FILE))
+        soft = evaluator.config.labels.soft
+        per_run.append(evaluator(synset.images, synset.labels, seed, synset.lr,
+                                 folder / (SOFT_EVAL_CACHE_FILE if soft else EVAL_CACHE_FILE)))
         if request.scores:
-            hard_runs.append(per_run[-1] if not evaluator.config.labels.soft else evaluator(
-                synset.images, synset.labels, seed, synset.lr, folder / HARD_EVAL_CACHE_FILE, hard=True))
+            hard_runs.append(per_run[-1] if not soft else evaluator(
+                synset.images, synset.labels, seed, synset.lr, folder / EVAL_CACHE_FILE, hard=True))
         seconds_eval += time.perf_counter() - started
         if request.eval_every:
             curve.add(synset.iterations, per_run[-1], final=True)
