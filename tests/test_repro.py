@@ -12,16 +12,23 @@ from pathlib import Path
 import pytest
 from conftest import ddz_executable, start_and_kill_when
 
+import ddz.distill.baselines as baselines_module
+import ddz.distill.evaluate as evaluate_module
+import ddz.distill.loop as loop_module
 from ddz.errors import ConfigError
-from ddz.repro.cell import CellOutcome
+from ddz.repro.cell import CellContext, CellOutcome
 from ddz.repro.grid import expand
 from ddz.repro.report import GridReport
+from ddz.repro.run import run_spec
 from ddz.repro.spec_file import load_spec, parse_spec, shipped_specs
+from ddz.zoo.api import Zoo
+from ddz.zoo.paths import ZooPaths
 
 TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 # cells at the paper scale (= at the smoke scale: the same grid shape), and paper numbers
 SHAPES = {"table1": (48, 48), "fig2": (60, 13), "table2": (36, 36), "table3": (12, 12),
-          "table4": (12, 48), "table5": (10, 10), "fig3": (18, 3), "fig3nm": (33, 9), "tableA1": (4, 4)}
+          "table4": (12, 48), "table5": (10, 10), "fig3": (18, 3), "fig3nm": (33, 9), "tableA1": (4, 4),
+          "soft": (6, 0)}
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -182,3 +189,72 @@ def test_a_killed_grid_resumes_skips_finished_cells_and_reports_failures(run_ddz
     reported = run_ddz("repro", "report", str(TINY), "--scale", "smoke", "--out", str(killed))
     assert reported.returncode == 0, reported.stderr
     assert _report_cells(killed) == _report_cells(tmp_path / "straight")
+
+
+def _counting(monkeypatch, module, name: str) -> list:
+    """Replace module.name by a wrapper that records each call's first argument."""
+    calls, original = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # a 6-cell grid in two regimes: about 2 CPU minutes on a busy 2-core machine
+def test_the_soft_spec_distils_each_cell_once_and_reports_both_regimes(monkeypatch, tmp_path):
+    """`soft` at the smoke scale: every cell distils once (one synset write per cell seed), is
+    evaluated with hard and with soft labels (the soft run's HLR reads the hard run's eval.json),
+    the baselines are computed once per setting in the zoo home's cache, and the report carries
+    both regimes' accuracies and scores."""
+    spec = load_spec(shipped_specs()["soft"])
+    folder = tmp_path / "grid"
+    zoo = Zoo(ZooPaths.under(folder / "zoo-home"))
+    context = CellContext(zoo.paths, str(tmp_path / "data"), "cpu", seed=0)
+    saved = _counting(monkeypatch, loop_module, "save_synset")
+    evaluated = _counting(monkeypatch, evaluate_module, "evaluate_synset")  # the sets (evaluate_cached)
+    baselines = _counting(monkeypatch, baselines_module, "evaluate_synset")  # random subsets, full data
+    result = run_spec(spec, "smoke", folder, zoo, context)
+    assert not result.failed, [(o.key, o.error) for o in result.failed]
+    cells = expand(spec, "smoke")
+    assert sorted(saved) == sorted(folder / c.key / "seed0" / "synset.safetensors" for c in cells)
+    assert len(evaluated) == 2 * len(cells)  # hard and soft; the soft run's hard accuracy is cached
+    for cell in cells:
+        run_folder = folder / cell.key / "seed0"
+        assert {p.name for p in run_folder.glob("eval*.json")} == {"eval.json", "eval-soft.json"}
+    cache = folder / "zoo-home" / "cache" / "baselines"
+    assert len(list(cache.glob("full-*.json"))) == 1 and len(list(cache.glob("random-*.json"))) == 4
+    assert len(baselines) == 5  # 2 IPCs x 2 regimes of random subsets, and the full data once
+
+    report = json.loads((folder / "report.json").read_text())
+    assert report["labels"] == ["hard", "soft"]
+    for obj in report["cells"]:
+        assert obj["status"] == "done" and obj["labels"] == ["hard", "soft"]
+        hard, soft = obj["regimes"]["hard"], obj["regimes"]["soft"]
+        assert hard["ddz"] == obj["ddz"] and hard["labels"]["regime"] == "hard"
+        assert soft["labels"]["regime"] == "soft" and soft["labels"]["loss"] == "kl"
+        assert [t["name"] for t in soft["labels"]["teacher"]] == ["digits/convnet3/seed1@epoch2"]
+        for part in (hard, soft):
+            score = part["scores"]["convnet3"]
+            assert set(score) >= {"random", "full", "hlr", "ior", "lrs"}
+            assert score["set"] == pytest.approx(part["ddz"]["convnet3"]["mean"])
+            assert score["ior"] == pytest.approx(score["set"] - score["random"])
+        # HLR compares hard labels in both regimes: the soft regime's is the hard regime's
+        assert soft["scores"]["convnet3"]["set_hard"] == pytest.approx(obj["ddz"]["convnet3"]["mean"])
+        assert soft["scores"]["convnet3"]["hlr"] == pytest.approx(hard["scores"]["convnet3"]["hlr"])
+        assert soft["scores"]["convnet3"]["full"] == hard["scores"]["convnet3"]["full"]
+    text = (folder / "report.md").read_text()
+    assert "ddz acc. (hard labels)" in text and "ddz acc. (soft labels)" in text
+    assert "hard: LRS" in text and "soft: LRS" in text and "`digits/convnet3/seed1@epoch2`" in text
+
+    # A cell whose cell.json is gone runs again from its folders: nothing distilled or evaluated.
+    (folder / cells[0].key / "cell.json").unlink()
+    saved.clear(), evaluated.clear(), baselines.clear()
+    again = run_spec(spec, "smoke", folder, zoo, context)
+    assert [o.status for o in again.report.outcomes] == ["done"] + ["skipped"] * (len(cells) - 1)
+    assert saved == evaluated == baselines == []
+    rewritten = json.loads((folder / "report.json").read_text())["cells"][0]
+    assert rewritten["regimes"] == report["cells"][0]["regimes"]

@@ -21,7 +21,7 @@ TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 # zoo runs (arch x seed) each spec trains at (paper, smoke); table1 trained (80, 9) before its zoo
 # became what its pools read
 ZOO_RUNS = {"table1": (26, 5), "fig2": (1, 1), "table2": (2, 1), "table3": (0, 2), "table4": (40, 9),
-            "table5": (5, 3), "fig3": (1, 1), "fig3nm": (10, 10), "tableA1": (210, 4)}
+            "table5": (5, 3), "fig3": (1, 1), "fig3nm": (10, 10), "tableA1": (210, 4), "soft": (12, 4)}
 
 MTT_SPEC = """\
 name: mtt
@@ -194,3 +194,57 @@ def test_report_of_a_grid_where_no_cell_has_run_is_one_line_and_writes_nothing(r
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert str(empty) in lines[0] and "no cell of tiny" in lines[0] and "ddz repro run" in lines[0]
     assert list(empty.iterdir()) == []
+
+
+SOFT = shipped_specs()["soft"]
+
+BAD_SOFT = {
+    "soft without a teacher": (', teacher: ["${dataset}/convnet3/seed1@${final}"]}', "}",
+                               "soft labels need a teacher"),
+    "a teacher without soft": ("labels: [hard, soft], teacher", "labels: [hard], teacher",
+                               "teacher is for soft labels"),
+    "unknown regime": ("labels: [hard, soft]", "labels: [hard, sfot]", "unknown label regime 'sfot'"),
+    "a regime twice": ("labels: [hard, soft]", "labels: [soft, soft]", "label regime 'soft' is listed twice"),
+    "unset teacher variable": ("seed1@${final}", "seed1@${nope}",
+                               "teacher: $nope is not set at scale 'paper'"),
+    "bad teacher query": ("convnet3/seed1@${final}", "convnet3/seed1/x@${final}", "eval: teacher:"),
+    "unknown kd loss": ("labels: [hard, soft],", "labels: [hard, soft], kd_loss: l2,",
+                        "unknown kd_loss 'l2'"),
+    "bad temperature": ("labels: [hard, soft],", "labels: [hard, soft], temperature: 0,",
+                        "temperature must be a number > 0"),
+    "unknown soft labels": ("labels: [hard, soft],", "labels: [hard, soft], soft_labels: kept,",
+                            "unknown soft_labels 'kept'"),
+    "scores not a bool": ("models: 5,", "models: 5, scores: 1,", "scores must be true or false"),
+    "unused teacher run": ("seeds: 2, epochs: 150}", "seeds: 3, epochs: 150}",
+                           "trains 1 run(s) that no cell's query reads (digits/convnet3 seed2)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SOFT))
+def test_a_bad_label_regime_is_one_line_at_its_node(case, tmp_path):
+    old, new, message = BAD_SOFT[case]
+    good = SOFT.read_text()
+    text = good.replace(old, new, 1)
+    assert text != good
+    pairs = zip(good.splitlines(), text.splitlines(), strict=True)
+    changed = next(i for i, (a, b) in enumerate(pairs) if a != b)
+    with pytest.raises(ConfigError) as error:
+        parse_spec(text, tmp_path / "bad.yaml")
+    line = str(error.value)
+    assert message in line and "\n" not in line
+    assert line.startswith(f"{tmp_path / 'bad.yaml'}:{changed + 1}:")
+
+
+def test_cells_carry_their_label_regimes_and_hard_cells_keep_their_identity(tmp_path):
+    cells = expand(load_spec(SOFT), "smoke")
+    assert all(c.labels == ("hard", "soft") and c.teacher == ("digits/convnet3/seed1@epoch2",) for c in cells)
+    assert Cell.from_json(json.loads(json.dumps(cells[0].to_json()))) == cells[0]
+    text = SOFT.read_text().replace("labels: [hard, soft], teacher",
+                                    "labels: [soft, hard], kd_loss: sce, temperature: 4, teacher", 1)
+    paper = expand(parse_spec(text, tmp_path / "soft.yaml"), "paper")[0]
+    assert paper.labels == ("hard", "soft") and paper.kd == {"loss": "sce", "temperature": 4.0}  # hard first
+    # A hard-label cell's JSON (its identity in cell.json) has no label fields: grids run before
+    # regimes existed stay finished.
+    tiny = expand(load_spec(TINY), "smoke")[0]
+    assert tiny.labels == ("hard",) and not {"labels", "teacher", "kd", "scores"} & set(tiny.to_json())
+    assert Cell.from_json(tiny.to_json()) == tiny

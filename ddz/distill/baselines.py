@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ddz.data.base import ImageDataset
-from ddz.data.mix import MixConfig
 from ddz.distill.evaluate import ArchResult, EvalConfig, combine_runs, evaluate_synset, random_real
 from ddz.distill.labels import LabelConfig, Teacher
 from ddz.distributed.ranks import SINGLE, Ranks
@@ -24,8 +23,10 @@ BASELINES_FOLDER = "baselines"
 
 
 def hard_protocol(config: EvalConfig) -> EvalConfig:
-    """The same evaluation with hard labels and without mixing (what HLR compares)."""
-    return replace(config, labels=LabelConfig(), mix=MixConfig())
+    """The same evaluation with hard labels and without mixing (what HLR compares): the very
+    config a hard-label evaluation of the same settings has (mix None is no mixing with hard
+    labels), so that its cached result is shared with the hard regime's (eval.json)."""
+    return replace(config, labels=LabelConfig(), mix=None)
 
 
 class Baselines:

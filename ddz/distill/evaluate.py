@@ -346,7 +346,12 @@ def check_ipc(dataset: ImageDataset, ipc: int) -> None:
         )
 
 
+# A run folder's evaluations, one cache file per label regime (evaluate_cached keeps one key per
+# file): eval.json the set under the hard-label protocol (a hard run's result, and what a soft run's
+# HLR compares), eval-soft.json under soft labels. So a folder evaluated in both regimes (a `ddz
+# repro` cell) keeps both, and its soft run reuses the hard run's eval.json for HLR.
 EVAL_CACHE_FILE = "eval.json"
+SOFT_EVAL_CACHE_FILE = "eval-soft.json"
 
 
 def evaluate_cached(

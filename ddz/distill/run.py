@@ -28,6 +28,7 @@ from ddz.distill.baselines import Baselines, hard_protocol
 from ddz.distill.curve import CURVE_FILE, Curve
 from ddz.distill.evaluate import (
     EVAL_CACHE_FILE,
+    SOFT_EVAL_CACHE_FILE,
     ArchResult,
     EvalConfig,
     check_ipc,
@@ -258,10 +259,11 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
         if evaluator is None:
             continue
         started = time.perf_counter()
-        per_run.append(evaluator(synset.images, synset.labels, seed, synset.lr, folder / EVAL_CACHE_FILE))
+        caches = cache_files(evaluator.config.labels.soft)
+        per_run.append(evaluator(synset.images, synset.labels, seed, synset.lr, folder / caches["protocol"]))
         for variant in variants:
             other_runs[variant].append(evaluator(synset.images, synset.labels, seed, synset.lr,
-                                                 folder / f"eval-{variant}.json", variant))
+                                                 folder / caches[variant], variant))
         seconds_eval += time.perf_counter() - started
         if request.eval_every:
             curve.add(synset.iterations, per_run[-1], final=True)
@@ -278,6 +280,13 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
                                              {"protocol": per_run, **other_runs}, request.score_weight)
         report.notes = list(dict.fromkeys(evaluator.notes))
     return report
+
+
+def cache_files(soft: bool) -> dict[Variant, str]:
+    """Where a run folder keeps each evaluation: eval.json always holds the set under hard labels
+    (a hard run's own, or a soft run's HLR input), so the regimes of one set share it."""
+    return {"protocol": SOFT_EVAL_CACHE_FILE if soft else EVAL_CACHE_FILE, "hard": EVAL_CACHE_FILE,
+            "plain": "eval-soft-plain.json" if soft else "eval-plain.json"}
 
 
 def _label_report(report: RunReport, evaluator: Evaluator, images: torch.Tensor) -> None:

@@ -7,6 +7,9 @@ from typing import Any
 
 from ddz.repro.spec import DEFAULT_ALPHA, NO_EXPERTS, Spec, coordinates, template_variables
 
+# Cell fields left out of its JSON when they hold these (a cell evaluated with hard labels only)
+LABEL_DEFAULTS: dict[str, Any] = {"labels": ("hard",), "teacher": (), "kd": {}, "scores": True}
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -38,21 +41,33 @@ class Cell:
     experts: tuple[str, ...] = ()
     experts_label: str = ""
     mtt: dict[str, Any] = field(default_factory=dict)
+    # The label regimes its sets are evaluated in (one distillation, one evaluation each), the
+    # teacher's zoo queries and soft-label settings (LabelConfig fields), DD-Ranking's scores.
+    labels: tuple[str, ...] = ("hard",)
+    teacher: tuple[str, ...] = ()
+    kd: dict[str, Any] = field(default_factory=dict)
+    scores: bool = True
 
     @property
     def guided(self) -> bool:
         return bool(self.ptm)
 
     def to_json(self) -> dict[str, Any]:
+        """Its settings; the label fields only where they differ from their defaults, so that a
+        hard-label cell's identity (cell.json) is what it was before regimes existed."""
         data = asdict(self)
         data["net"] = dict(self.net)
+        for key, default in LABEL_DEFAULTS.items():
+            if data[key] == default:
+                del data[key]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cell:
         data = dict(data)
-        for key in ("ptm", "eval_archs", "experts"):
+        for key in ("ptm", "eval_archs", "experts", "teacher"):
             data[key] = tuple(data.get(key, ()))
+        data["labels"] = tuple(data.get("labels", LABEL_DEFAULTS["labels"]))
         data["net"] = tuple(sorted(data["net"].items()))
         data["coords"] = {"experts": NO_EXPERTS, **data["coords"]}
         return cls(**data)
@@ -101,6 +116,10 @@ def expand(spec: Spec, scale_name: str) -> list[Cell]:
             experts=tuple(experts.queries(variables)) if experts else (),
             experts_label=experts.label if experts else "",
             mtt=dict(scale.mtt) if experts else {},
+            labels=scale.labels,
+            teacher=tuple(scale.teacher_queries(variables)),
+            kd=dict(scale.kd),
+            scores=scale.scores,
         ))
     return cells
 

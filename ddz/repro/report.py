@@ -4,6 +4,12 @@ never mixed into ddz's columns), the difference, and the sign of every CLoM effe
 report.json holds `cells`, one object per cell; report.md the same as a table. The paper's numbers
 come from the spec (PaperValue) and nothing else: no ddz number is ever written into a `paper`
 field, and at a scale that is not comparable (smoke: digits) the paper column says so.
+
+A cell evaluated in several label regimes (hard and soft labels) has one `regimes` entry per
+regime: its accuracies and DD-Ranking's scores beside a same-size random subset and the full
+data; `ddz` (and so the difference and the CLoM effect) is the first regime's, hard labels when
+the scale evaluates them, as the paper does. report.md gives each regime's accuracy and scores a
+column group.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ddz.distill.labels import LABELS
 from ddz.io import atomic_write_json, atomic_write_text
 from ddz.repro.cell import CellOutcome
 from ddz.repro.grid import Cell, baseline_of
@@ -30,11 +37,39 @@ def ddz_numbers(outcome: CellOutcome | None) -> dict[str, dict[str, Any]]:
     """ddz's accuracy per evaluation arch, in percent (mean and std over runs x models)."""
     if outcome is None or outcome.report is None:
         return {}
+    return percent_numbers(outcome.report["eval"])
+
+
+def percent_numbers(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A report's `eval` per arch in percent: mean, std, runs, models, accs."""
     return {
         arch: {"mean": 100 * result["mean"], "std": 100 * result["std"], "runs": result.get("runs", 1),
                "models": result["models"], "accs": [100 * a for a in result["accs"]]}
-        for arch, result in outcome.report["eval"].items()
+        for arch, result in evaluation.items()
     }
+
+
+def percent_scores(scores: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """DD-Ranking's scores per arch (ddz.distill.scores, in fractions) as the report gives them:
+    accuracies and HLR / IOR in percent (points), LRS as computed from fractions, w."""
+    found = {}
+    for arch, score in (scores or {}).items():
+        inputs = score["inputs"]
+        found[arch] = {"set": 100 * inputs["set_acc"], "random": 100 * inputs["random_acc"],
+                       "full": 100 * inputs["full_acc"], "set_hard": 100 * inputs["set_hard_acc"],
+                       "hlr": 100 * score["hlr"], "ior": 100 * score["ior"], "lrs": score["lrs"],
+                       "w": inputs["w"]}
+    return found
+
+
+def regime_numbers(outcome: CellOutcome | None) -> dict[str, dict[str, Any]]:
+    """Per label regime: `ddz` (accuracies in %), `scores` (percent_scores) and `labels` (the
+    regime as its report records it: teacher PTMs, loss, temperature, soft labels, mixing)."""
+    if outcome is None:
+        return {}
+    return {regime: {"ddz": percent_numbers(part.get("eval", {})),
+                     "scores": percent_scores(part.get("scores")), "labels": part.get("labels")}
+            for regime, part in outcome.regime_reports().items()}
 
 
 def paper_numbers(spec: Spec, cell: Cell) -> dict[str, dict[str, Any]]:
@@ -83,6 +118,8 @@ class GridReport:
                 "error": outcome.error if outcome else None,
                 "seconds": round(outcome.seconds, 2) if outcome else None,
                 "ddz": ddz,
+                "labels": list(cell.labels),
+                "regimes": regime_numbers(outcome),
                 "paper": paper,
                 "paper_comparable": self.comparable,
                 "paper_note": note,
@@ -112,6 +149,7 @@ class GridReport:
             "scale": self.scale,
             "paper_comparable": self.comparable,
             "eval_archs": list(scale.eval_archs),
+            "labels": list(scale.labels),
             "runs": scale.runs,
             "cells": self.cell_objects(),
             "failed": [o.key for o in self.outcomes if o.status == "failed"],
@@ -134,14 +172,22 @@ class GridReport:
             "the community protocol's final accuracy; the authors' code reports the best accuracy seen "
             "during evaluation (docs/distill.md).",
             "",
-            "| cell | pool | eval arch | status | ddz acc. | runs x models | seconds | paper's acc. "
-            "(paper's table, row) | ddz - paper | CLoM effect, ddz | CLoM effect, paper |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        regimes, scored = _regime_columns(objects, scale.labels)
+        if regimes != ["hard"] or scored:
+            lines += [_regimes_text(self.cells, regimes, scored), ""]
+        first = "ddz acc." if regimes == ["hard"] else f"ddz acc. ({regimes[0]} labels)"
+        headers = ["cell", "pool", "eval arch", "status", first, "runs x models", "seconds",
+                   "paper's acc. (paper's table, row)", "ddz - paper", "CLoM effect, ddz",
+                   "CLoM effect, paper"]
+        for index, regime in enumerate(regimes):
+            headers += [f"ddz acc. ({regime} labels)"] if index else []
+            headers += [f"{regime}: {name}" for name in SCORE_COLUMNS] if scored else []
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         for obj in objects:
             archs = list(obj["ddz"]) or list(scale.eval_archs)
             for arch in archs:
-                lines.append(_row(obj, arch))
+                lines.append(_row(obj, arch, regimes, scored))
         failed = [o for o in objects if o["status"] == "failed"]
         if failed:
             lines += ["", "## Failed cells", ""]
@@ -170,7 +216,41 @@ def _signed(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f} ({sign(value)})"
 
 
-def _row(obj: dict[str, Any], arch: str) -> str:
+SCORE_COLUMNS = ("random", "full data", "HLR", "IOR", "LRS")
+
+
+def _regime_columns(objects: list[dict[str, Any]], asked: tuple[str, ...]) -> tuple[list[str], bool]:
+    """The regimes the table shows (the scale's, and any a cell reports) and whether any cell has
+    scores (then each regime gets the score columns)."""
+    found = [regime for obj in objects for regime in obj["regimes"]]
+    regimes = [r for r in LABELS if r in asked or r in found] or list(asked)
+    scored = any(part["scores"] for obj in objects for part in obj["regimes"].values())
+    return regimes, scored
+
+
+def _regimes_text(cells: list[Cell], regimes: list[str], scored: bool) -> str:
+    """What the regime and score columns mean, with each soft regime's teacher."""
+    teachers = sorted({q for cell in cells for q in cell.teacher})
+    kd = cells[0].kd if cells else {}
+    said = []
+    for regime in regimes:
+        if regime == "soft":
+            settings = ", ".join(f"{k} {v}" for k, v in kd.items())
+            said.append(f"soft labels from teacher {', '.join(f'`{t}`' for t in teachers) or '(none named)'}"
+                        f" ({settings or 'the soft protocol defaults'}; docs/distill.md)")
+        else:
+            said.append("hard labels (the paper's protocol)")
+    text = ("Label regimes, each evaluating the same distilled sets: " if len(regimes) > 1 else "Labels: ")
+    text += "; ".join(said) + "."
+    if scored:
+        text += (" Scores (DD-Ranking): random = a same-size random real subset under the same protocol "
+                 "(label regime, augmentation, epochs, seeds); full data = the whole training set with hard "
+                 "labels; HLR = full data - the set's hard-label accuracy and IOR = the set - random, in "
+                 "points; LRS = f(w IOR - (1 - w) HLR) from fractions, w = 0.5 (docs/distill.md).")
+    return text
+
+
+def _row(obj: dict[str, Any], arch: str, regimes: list[str] | None = None, scored: bool = False) -> str:
     ddz = obj["ddz"].get(arch)
     paper = obj["paper"].get(arch)
     if not obj["paper_comparable"]:
@@ -195,4 +275,18 @@ def _row(obj: dict[str, Any], arch: str) -> str:
         _signed((effect.get("ddz") or {}).get(arch)),
         _signed((effect.get("paper") or {}).get(arch)),
     ]
+    for index, regime in enumerate(regimes or []):
+        part = obj["regimes"].get(regime) or {}
+        if index:
+            acc = (part.get("ddz") or {}).get(arch)
+            cells.append(_pm(acc["mean"], acc["std"]) if acc else "-")
+        if scored:
+            cells += _score_cells((part.get("scores") or {}).get(arch))
     return "| " + " | ".join(cells) + " |"
+
+
+def _score_cells(score: dict[str, Any] | None) -> list[str]:
+    if score is None:
+        return ["-"] * len(SCORE_COLUMNS)
+    return [f"{score['random']:.1f}", f"{score['full']:.1f}", f"{score['hlr']:+.1f}", f"{score['ior']:+.1f}",
+            f"{score['lrs']:.3f}"]

@@ -9,7 +9,8 @@ A spec (YAML, shipped in ddz/repro/specs/) names
 - `scales`: `paper` (the paper's data sets and settings) and `smoke` (the same grid on the embedded
   digits, small counts): the data set each spec data set stands for, the template variables, the
   zoo to train (each entry a recipe: `ptm`, or `mtt-expert` for trajectories), runs, distillation
-  settings (MTT's under `distill.mtt`) and evaluation settings;
+  settings (MTT's under `distill.mtt`) and evaluation settings (the label regimes among them:
+  `labels: [hard, soft]` evaluates each cell's sets both ways, soft from a `teacher` query);
 - `paper`: the numbers the paper reports, each with its table and row, at the cells they belong to.
 
 Reading and validating a spec file is ddz.repro.spec_file's job.
@@ -35,6 +36,9 @@ MTT_INTS = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn")
 MTT_RATES = ("lr_img", "lr_lr", "lr_teacher")
 MTT_CHOICES = {"memory": ("unrolled", "constant")}
 MTT_KEYS = (*MTT_INTS, *MTT_RATES, *MTT_CHOICES)
+# What a scale's `eval` may set for soft labels, with `ddz eval`'s meaning (--kd-loss,
+# --temperature, --soft-labels) -> the LabelConfig field it sets; absent: the soft protocol's defaults.
+KD_KEYS = {"kd_loss": "loss", "temperature": "temperature", "soft_labels": "soft_mode"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,16 @@ class Scale:
     cclom_batch: int = 1024
     resolution: int | None = None
     mtt: dict[str, Any] = field(default_factory=dict)  # MTT_KEYS the scale sets
+    # The evaluation's label regimes (in ddz.distill.labels.LABELS order: hard first, the paper's),
+    # each evaluating the same distilled sets; soft labels come from `teacher` (zoo query
+    # templates, as pools') with `kd` (LabelConfig fields: loss, temperature, soft_mode).
+    labels: tuple[str, ...] = ("hard",)
+    teacher: tuple[str, ...] = ()
+    kd: dict[str, Any] = field(default_factory=dict)
+    scores: bool = True  # DD-Ranking's scores beside a random subset and the full data
+
+    def teacher_queries(self, variables: dict[str, str]) -> list[str]:
+        return [string.Template(t).substitute(variables) for t in self.teacher]
 
     def data_set(self, name: str) -> str:
         return self.datasets.get(name, name)

@@ -4,6 +4,7 @@ that ship with ddz (ddz/repro/specs/)."""
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ import yaml
 
 from ddz.data import check_dataset_name
 from ddz.distill.guidance import KINDS
+from ddz.distill.labels import LABELS, LOSSES, SOFT_MODES
 from ddz.distill.methods import METHODS
 from ddz.errors import ConfigError, DDZError, unknown_name
 from ddz.nets import check_arch
 from ddz.repro.spec import (
     AXES,
     DEFAULT_ALPHA,
+    KD_KEYS,
     MTT_CHOICES,
     MTT_INTS,
     MTT_KEYS,
@@ -103,6 +106,7 @@ SPEC_KEYS = ("name", "title", "notes", "assumptions", "grid", "pools", "experts"
 SCALE_KEYS = ("datasets", "variables", "zoo", "runs", "eval", "distill")
 DISTILL_KEYS = ("iterations", "arch", "batch_real", "outer_loop", "inner_loop", "net", "cclom_batch",
                 "resolution", "mtt")
+EVAL_KEYS = ("archs", "models", "epochs", "labels", "teacher", "scores", *KD_KEYS)
 ZOO_KEYS = ("dataset", "archs", "seeds", "seed_start", "recipe", "epochs", "snapshots", "zca", "net")
 
 
@@ -245,7 +249,7 @@ def _scale(read: _Reader, name: str, node: yaml.Node, data: Any, spec_datasets: 
             variables[key] = read.string(value_node, value, f"variable {key!r}")
     settings: dict[str, Any] = {}
     if "eval" in got:
-        ev = read.fields(*got["eval"], f"{what}: eval", ("archs", "models", "epochs"))
+        ev = read.fields(*got["eval"], f"{what}: eval", EVAL_KEYS)
         if "archs" in ev:
             settings["eval_archs"] = read.strings(*ev["archs"], "eval archs")
             for arch_node, arch in read.items(*ev["archs"], "eval archs"):
@@ -254,6 +258,7 @@ def _scale(read: _Reader, name: str, node: yaml.Node, data: Any, spec_datasets: 
             settings["eval_models"] = read.integer(*ev["models"], "eval models")
         if "epochs" in ev:
             settings["eval_epochs"] = read.integer(*ev["epochs"], "eval epochs")
+        settings.update(_label_regimes(read, ev, f"{what}: eval"))
     if "distill" in got:
         dist = read.fields(*got["distill"], f"{what}: distill", DISTILL_KEYS)
         for key, (value_node, value) in dist.items():
@@ -272,7 +277,72 @@ def _scale(read: _Reader, name: str, node: yaml.Node, data: Any, spec_datasets: 
         settings["runs"] = read.integer(*got["runs"], "runs")
     if "zoo" in got and got["zoo"][1] != []:
         settings["zoo"] = _zoo(read, *got["zoo"], f"{what}: zoo")
-    return Scale(name, datasets, variables, **settings)
+    scale = Scale(name, datasets, variables, **settings)
+    if scale.teacher:
+        _check_teacher(read, got["eval"][0], scale)
+    return scale
+
+
+def _label_regimes(read: _Reader, ev: dict[str, tuple[yaml.Node, Any]], what: str) -> dict[str, Any]:
+    """`labels` (hard and/or soft, each once), the soft regime's `teacher` (zoo query templates),
+    its `kd_loss`, `temperature`, `soft_labels`, and `scores`: the Scale fields they set."""
+    settings: dict[str, Any] = {}
+    if "labels" in ev:
+        listed: list[str] = []
+        for node, value in read.items(*ev["labels"], f"{what}: labels"):
+            if value not in LABELS:
+                raise read.fail(node, unknown_name("label regime", str(value), LABELS))
+            if value in listed:
+                raise read.fail(node, f"{what}: label regime {value!r} is listed twice")
+            listed.append(value)
+        settings["labels"] = tuple(regime for regime in LABELS if regime in listed)  # hard first
+    soft = "soft" in settings.get("labels", ())
+    if soft and "teacher" not in ev:
+        raise read.fail(ev["labels"][0], f"{what}: soft labels need a teacher: add `teacher: [QUERY]` "
+                        "(zoo query templates, e.g. \"${dataset}/convnet3/seed1@last\")")
+    for key in ("teacher", *KD_KEYS):
+        if key in ev and not soft:
+            raise read.fail(ev[key][0], f"{what}: {key} is for soft labels: add soft to `labels` "
+                            "(labels: [hard, soft]), or drop it")
+    if "teacher" in ev:
+        settings["teacher"] = read.strings(*ev["teacher"], f"{what}: teacher")
+    kd: dict[str, Any] = {}
+    if "kd_loss" in ev:
+        node, value = ev["kd_loss"]
+        if value not in LOSSES:
+            raise read.fail(node, unknown_name("kd_loss", str(value), LOSSES))
+        kd["loss"] = value
+    if "soft_labels" in ev:
+        node, value = ev["soft_labels"]
+        if value not in SOFT_MODES:
+            raise read.fail(node, unknown_name("soft_labels", str(value), SOFT_MODES))
+        kd["soft_mode"] = value
+    if "temperature" in ev:
+        node, value = ev["temperature"]
+        kd["temperature"] = read.number(node, value, "temperature", positive=True)
+        if not math.isfinite(kd["temperature"]):
+            raise read.fail(node, f"temperature must be a finite number > 0, got {value!r}")
+    if kd:
+        settings["kd"] = kd
+    if "scores" in ev:
+        settings["scores"] = read.boolean(*ev["scores"], "scores")
+    return settings
+
+
+def _check_teacher(read: _Reader, eval_node: yaml.Node, scale: Scale) -> None:
+    """The teacher's templates fill in at their scale, into queries that parse."""
+    node = {key: value_node for key, _, value_node in read.mapping(eval_node, "eval")}["teacher"]
+    what = f"scale {scale.name!r}: eval: teacher"
+    try:
+        queries = scale.teacher_queries(template_variables(scale, "DATASET"))
+    except (KeyError, ValueError) as error:
+        raise read.fail(node, f"{what}: ${error.args[0]} is not set at scale {scale.name!r}; set it under "
+                        f"scales.{scale.name}.variables") from None
+    for query in queries:
+        try:
+            Query.parse(query)
+        except DDZError as error:
+            raise read.fail(node, f"{what}: {error}") from None
 
 
 def _mtt(read: _Reader, node: yaml.Node, data: Any, what: str) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def snapshots_read(query: Query, run: PlannedRun) -> set[int]:
 
 
 def cell_queries(cell: Cell) -> list[str]:
-    return [*cell.ptm, *cell.experts]
+    """The zoo queries a cell reads: its guidance pool, its experts, its soft labels' teacher."""
+    return [*cell.ptm, *cell.experts, *cell.teacher]
 
 
 @dataclass
