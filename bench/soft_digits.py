@@ -86,7 +86,7 @@ def main() -> None:
         for regime, config in (("hard", hard), ("soft", soft)):
             started = time.perf_counter()
             report = evaluate(EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=ipc,
-                                          runs=args.runs), context)
+                                          runs=args.runs, scores=True), context)
             rows.append(row("random real", ipc, regime, report, time.perf_counter() - started))
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {
@@ -100,7 +100,8 @@ def main() -> None:
         for method, request in requests.items():
             folder = args.out / "runs" / f"{method.replace(' + ', '-').lower()}-ipc{ipc}"
             started = time.perf_counter()
-            report = run(replace(request, runs=args.runs, evaluation=hard, out=str(folder)), context)
+            request = replace(request, runs=args.runs, evaluation=hard, out=str(folder), scores=True)
+            report = run(request, context)
             rows.append(row(method, ipc, "hard", report, time.perf_counter() - started))
             files = tuple(r["synset"] for r in report.runs) if report.runs else (report.synset,)
             started = time.perf_counter()

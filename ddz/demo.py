@@ -244,6 +244,7 @@ def demo_rows(out: Path, config: DemoConfig, seed: int,
         method="dm", ipc=config.ipc, iterations=config.dm_iterations, batch_real=config.batch_real
     )
     guided = GuidanceConfig(kind="clom", alpha=config.alpha)
+    dm: RunReport | None = None
     for label, folder, query in (("DM", "dm", None), ("DM + CLoM", "dm-clom", config.ptm_query)):
         started = time.perf_counter()
         run_dir = out / "runs" / folder
@@ -256,21 +257,22 @@ def demo_rows(out: Path, config: DemoConfig, seed: int,
         shutil.copyfile(run_dir / GRID_FILE, grid)
         rows.append(DemoRow(label, query or "-", report.eval[evaluation.archs[0]],
                             time.perf_counter() - started, grid.name))
-        if query is None:
-            rows.append(soft_row(config, evaluation, report, context, grid.name))
+        dm = dm if query else report
+    rows.append(soft_row(config, evaluation, dm, context))
     return rows, report
 
 
-def soft_row(config: DemoConfig, evaluation: EvalConfig, dm: RunReport, context: RunContext,
-             grid: str) -> DemoRow:
+def soft_row(config: DemoConfig, evaluation: EvalConfig, dm: RunReport | None,
+             context: RunContext) -> DemoRow:
     """The DM set under soft labels from the zoo's first PTM (DD-Ranking's protocol), with its
     scores beside a random subset under the same soft labels and the full data."""
+    assert dm is not None
     teacher = f"{DATASET}/{config.archs[0]}/seed0@epoch{config.zoo_epochs}"
     soft = replace(evaluation, labels=LabelConfig("soft", (teacher,)))
     started = time.perf_counter()
     report = evaluate(EvalRequest((str(dm.synset),), soft, seed=dm.seed), context)
     arch = evaluation.archs[0]
-    return DemoRow("DM, soft labels", "-", report.eval[arch], time.perf_counter() - started, grid,
+    return DemoRow("DM, soft labels", "-", report.eval[arch], time.perf_counter() - started, None,
                    f"soft ({teacher})", report.scores[arch])
 
 

@@ -223,7 +223,8 @@ def test_ars_evaluates_without_augmentation_too(digits, tmp_path):
     from ddz import EvalRequest, RunContext, evaluate
 
     config = EvalConfig(models=1, epochs=2)
-    request = EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=1, runs=2, ars=True)
+    request = EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=1, runs=2, ars=True,
+                          scores=True)
     report = evaluate(request, RunContext(data=digits, cache=tmp_path))
     score = report.scores["convnet3"]
     aug = score["aug"]["inputs"]

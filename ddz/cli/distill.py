@@ -73,7 +73,7 @@ def distill_command(
     mix: str = _opt(None, "--mix", panel=EVAL, help="none | cutmix | mixup (default: cutmix with soft "
                     "labels, none with hard)."),
     scores: bool = _opt(None, "--scores/--no-scores", panel=EVAL, help="HLR, IOR, LRS beside a random subset "
-                        "and the full data (both cached)."),
+                        "and the full data (cached); default: with soft labels only."),
     score_weight: float = _opt(None, "--score-weight", panel=EVAL, help="LRS's w (0.5)."),
     ars: bool = _opt(None, "--ars", panel=EVAL, help="Also evaluate without augmentation: DD-Ranking's ARS."),
     eval_every: int = _opt(None, "--eval-every", panel=EVAL, help="Also evaluate every N iterations: the "

@@ -78,8 +78,9 @@ def eval_command(
     mix: str | None = typer.Option(None, "--mix", help="none | cutmix | mixup (default: cutmix with soft "
                                    "labels, none with hard)."),
     mix_beta: float = typer.Option(1.0, "--mix-beta", help="Beta(beta, beta) of the mixing ratio."),
-    scores: bool = typer.Option(True, "--scores/--no-scores", help="HLR, IOR, LRS beside a random subset and "
-                                "the full data (both cached under DDZ_HOME/cache)."),
+    scores: bool | None = typer.Option(None, "--scores/--no-scores", help="HLR, IOR, LRS beside a random "
+                                       "subset and the full data (cached under DDZ_HOME/cache); default: "
+                                       "with soft labels only."),
     score_weight: float = typer.Option(0.5, "--score-weight", help="LRS's w."),
     ars: bool = typer.Option(False, "--ars", help="Also evaluate without augmentation: DD-Ranking's ARS."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),

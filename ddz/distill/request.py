@@ -75,7 +75,10 @@ class RunRequest:
     resolution: int | None = None
     out: str | None = None
     checkpoint_every: int = 100
-    scores: bool = True  # DD-Ranking's scores beside a random subset and the full data (cached)
+    # DD-Ranking's scores beside a random subset and the full data (cached). None: with soft
+    # labels only, where they matter most (a random subset can look as good) and where the
+    # full-data baseline is paid once per setting; True / False: always / never.
+    scores: bool | None = None
     score_weight: float = 0.5  # LRS's w
     ars: bool = False  # also evaluate without augmentation: DD-Ranking's ARS
 
@@ -103,6 +106,12 @@ class RunRequest:
             raise ConfigError("--eval-every needs evaluation: drop --eval-models 0, or drop --eval-every")
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+
+    @property
+    def scores_on(self) -> bool:
+        if self.evaluation is None:
+            return False
+        return self.scores if self.scores is not None else self.evaluation.labels.soft
 
     @property
     def seeds(self) -> list[int]:
@@ -141,9 +150,13 @@ class EvalRequest:
     ipc: int = 10
     runs: int = 1
     resolution: int | None = None
-    scores: bool = True
+    scores: bool | None = None  # as RunRequest.scores
     score_weight: float = 0.5
     ars: bool = False
+
+    @property
+    def scores_on(self) -> bool:
+        return self.scores if self.scores is not None else self.evaluation.labels.soft
 
     def __post_init__(self) -> None:
         check_weight(self.score_weight)

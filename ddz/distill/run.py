@@ -242,7 +242,7 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
     evaluator = Evaluator.of(data, request.evaluation, context) if request.evaluation is not None else None
     synsets: list[SynSet] = []
     per_run: list[dict[str, ArchResult]] = []
-    variants = evaluator.variants(request.scores, request.ars) if evaluator is not None else []
+    variants = evaluator.variants(request.scores_on, request.ars) if evaluator is not None else []
     other_runs: dict[Variant, list[dict[str, ArchResult]]] = {v: [] for v in variants}
     curves: list[Curve] = []
     seconds_eval = 0.0
@@ -275,7 +275,7 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
     report.curves = curves or None
     if evaluator is not None:
         _label_report(report, evaluator, synsets[0].images)
-        if request.scores:
+        if request.scores_on:
             report.scores = evaluator.scores(config.ipc, request.seeds, request.seed,
                                              {"protocol": per_run, **other_runs}, request.score_weight)
         report.notes = list(dict.fromkeys(evaluator.notes))
@@ -349,7 +349,7 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
                for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
     other_runs = {variant: [evaluator(images, labels, seed, lr, variant=variant)
                             for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
-                  for variant in evaluator.variants(request.scores, request.ars)}
+                  for variant in evaluator.variants(request.scores_on, request.ars)}
     several = len(sets) > 1
     report = RunReport(
         dataset=data.name, seed=request.seed, eval=combine_runs(per_run),
@@ -361,7 +361,7 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
         **meta,
     )
     _label_report(report, evaluator, sets[0][0])
-    if request.scores:
+    if request.scores_on:
         report.scores = evaluator.scores(report.ipc, seeds, request.seed, {"protocol": per_run, **other_runs},
                                          request.score_weight)
     report.notes = list(dict.fromkeys(evaluator.notes))

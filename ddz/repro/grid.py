@@ -8,7 +8,7 @@ from typing import Any
 from ddz.repro.spec import DEFAULT_ALPHA, NO_EXPERTS, Spec, coordinates, template_variables
 
 # Cell fields left out of its JSON when they hold these (a cell evaluated with hard labels only)
-LABEL_DEFAULTS: dict[str, Any] = {"labels": ("hard",), "teacher": (), "kd": {}, "scores": True}
+LABEL_DEFAULTS: dict[str, Any] = {"labels": ("hard",), "teacher": (), "kd": {}, "scores": None}
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Cell:
     labels: tuple[str, ...] = ("hard",)
     teacher: tuple[str, ...] = ()
     kd: dict[str, Any] = field(default_factory=dict)
-    scores: bool = True
+    scores: bool | None = None  # None: with soft labels only (RunRequest.scores)
 
     @property
     def guided(self) -> bool:

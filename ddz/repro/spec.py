@@ -113,7 +113,8 @@ class Scale:
     labels: tuple[str, ...] = ("hard",)
     teacher: tuple[str, ...] = ()
     kd: dict[str, Any] = field(default_factory=dict)
-    scores: bool = True  # DD-Ranking's scores beside a random subset and the full data
+    # None: with soft labels only
+    scores: bool | None = None  # DD-Ranking's scores beside a random subset and the full data
 
     def teacher_queries(self, variables: dict[str, str]) -> list[str]:
         return [string.Template(t).substitute(variables) for t in self.teacher]
