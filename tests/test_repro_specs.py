@@ -214,7 +214,7 @@ BAD_SOFT = {
                         "temperature must be a number > 0"),
     "unknown soft labels": ("labels: [hard, soft],", "labels: [hard, soft], soft_labels: kept,",
                             "unknown soft_labels 'kept'"),
-    "scores not a bool": ("models: 5,", "models: 5, scores: 1,", "scores must be true or false"),
+    "scores not a bool": ("scores: true,", "scores: 1,", "scores must be true or false"),
     "unused teacher run": ("seeds: 2, epochs: 150}", "seeds: 3, epochs: 150}",
                            "trains 1 run(s) that no cell's query reads (digits/convnet3 seed2)"),
 }
