@@ -17,3 +17,22 @@ def resolve_device(name: str, option: str = "--device") -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{option} {name} was asked for but no CUDA device is visible; use {option} cpu")
     return name
+
+
+def to_device(tensor: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """A host tensor on `device` without making the host wait for the device: to a GPU through
+    pinned memory and a non-blocking copy (a plain host-to-GPU copy waits for the copy to end,
+    a sync that torch's sync debug mode reports). On CPU, `tensor` itself."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def host_values(tensor: torch.Tensor) -> list:
+    """The values of a host tensor (a draw from a CPU generator) as Python numbers. Never a device
+    sync: a tensor on another device is refused (ValueError), so the loops that must not wait
+    for a GPU read their host-side choices through here and nowhere else."""
+    if tensor.device.type != "cpu":
+        raise ValueError(f"host_values reads host tensors only, not one on {tensor.device}")
+    return tensor.tolist()

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ddz.devices import host_values, to_device
+
 TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 
@@ -71,7 +73,7 @@ def sample_params(
     behaviour when training on a synthetic set: one token per batch, magnitudes per image)."""
     choices = config.tokens
     count = 1 if shared_token else groups
-    picks = torch.randint(0, len(choices), (count,), generator=token_generator).tolist()
+    picks = host_values(torch.randint(0, len(choices), (count,), generator=token_generator))
     tokens = tuple(choices[p] for p in picks) * (groups if shared_token else 1)
     uniforms = torch.rand(
         (groups, 10), generator=value_generator, device=value_generator.device
@@ -99,12 +101,8 @@ def augment(x: torch.Tensor, params: DSAParams, config: DSAConfig) -> torch.Tens
 
 
 def _device_index(indices: list[int], device: torch.device) -> torch.Tensor:
-    """A host-side index list on `device`; to a GPU through pinned memory, so that the copy does
-    not make the host wait for the device."""
-    index = torch.tensor(indices)
-    if device.type == "cuda":
-        return index.pin_memory().to(device, non_blocking=True)
-    return index.to(device)
+    """A host-side index list on `device`, without making the host wait for the device."""
+    return to_device(torch.tensor(indices), device)
 
 
 def _apply_token(token: str, x: torch.Tensor, u: torch.Tensor, cfg: DSAConfig) -> torch.Tensor:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddz.devices import to_device
+
 
 @dataclass
 class ImageDataset:
@@ -26,6 +28,7 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     _class_indices: list[torch.Tensor] | None = field(default=None, repr=False)
+    _class_table: tuple[torch.Tensor, torch.Tensor, int] | None = field(default=None, repr=False)
     # Set by ddz.data.zca.whitened: the images are ZCA-whitened, `zca.unwhiten` maps them back to [0, 1].
     zca: Any = field(default=None, repr=False)
 
@@ -66,6 +69,17 @@ class ImageDataset:
             self._class_indices = list(torch.split(order, counts))
         return self._class_indices
 
+    def class_table(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(class sizes on the device, (K, largest) class indices padded with 0, the largest class
+        size as a host int), computed once: a draw reads them without waiting for the device."""
+        if self._class_table is None:
+            per_class = self.class_indices()
+            counts = [len(i) for i in per_class]
+            sizes = to_device(torch.tensor(counts), self.device)
+            padded = torch.nn.utils.rnn.pad_sequence(per_class, batch_first=True)
+            self._class_table = (sizes, padded, max(counts))
+        return self._class_table
+
     def class_counts(self) -> list[int]:
         return [len(idx) for idx in self.class_indices()]
 
@@ -79,15 +93,13 @@ class ImageDataset:
         draw of every class: the generator advances alike, so ranks that each take their own
         classes together draw what one process draws.
         """
-        per_class = [idx for idx in self.class_indices()]
-        sizes = torch.tensor([len(i) for i in per_class], device=self.device)
+        sizes, padded, largest = self.class_table()
         keys = torch.rand(
-            (self.num_classes, int(sizes.max())), generator=generator, device=generator.device
+            (self.num_classes, largest), generator=generator, device=generator.device
         ).to(self.device)
         keys = torch.where(
             torch.arange(keys.shape[1], device=self.device)[None, :] < sizes[:, None], keys, 2.0
         )
-        padded = torch.nn.utils.rnn.pad_sequence(per_class, batch_first=True)
         if classes is not None:
             keys, padded = keys[classes.start : classes.stop], padded[classes.start : classes.stop]
         local = torch.argsort(keys, dim=1)[:, :n]

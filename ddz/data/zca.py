@@ -79,6 +79,7 @@ def whitened(dataset: ImageDataset, eps: float = EPS) -> tuple[ImageDataset, ZCA
         mean=(0.0,) * channels,
         std=(1.0,) * channels,
         _class_indices=None,
+        _class_table=None,
         zca=zca,
     )
     return out, zca

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ddz.data.base import ImageDataset
+from ddz.devices import to_device
 from ddz.errors import ConfigError
 from ddz.zoo.records import Resolved, SnapshotMeta, dataset_slug
 from ddz.zoo.sources.local import read_snapshot, read_snapshot_meta
@@ -84,7 +85,7 @@ class ExpertBuffer:
         """The flat parameter vector (in `names` order) of expert `index` after `epoch` epochs."""
         path, sha256 = self.trajectories[index].files[epoch]
         tensors, _, _ = read_snapshot(path, sha256)
-        return torch.cat([tensors[name].reshape(-1) for name in names]).to(device)
+        return to_device(torch.cat([tensors[name].reshape(-1) for name in names]), device)
 
     def describe(self) -> list[dict[str, str]]:
         return [{"name": f"{t.run}@epoch{e}", "sha256": sha} for t in self.trajectories

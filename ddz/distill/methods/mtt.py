@@ -32,6 +32,7 @@ from torch.func import functional_call
 
 from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
+from ddz.devices import host_values, to_device
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.guidance import Guidance
 from ddz.distill.methods.base import IterationRNG, SynState
@@ -73,7 +74,7 @@ def plan_steps(n_images: int, steps: int, batch: int, generator: torch.Generator
     plans, chunks = [], []
     for _ in range(steps):
         if not chunks:
-            order = torch.randperm(n_images, generator=generator).to(device)
+            order = to_device(torch.randperm(n_images, generator=generator), device)
             chunks = list(torch.split(order, batch))
         indices = chunks.pop()
         plans.append(StepPlan(indices, dsa.per_sample(len(indices)) if dsa is not None else None))
@@ -163,8 +164,8 @@ class TrajectoryMatching:
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
         config, device = self.config, self.dataset.device
         pick = rng.generator("mtt-expert", device="cpu")
-        expert = int(torch.randint(len(self.experts), (1,), generator=pick))
-        start_epoch = int(torch.randint(config.mtt.max_start_epoch, (1,), generator=pick))
+        (expert,) = host_values(torch.randint(len(self.experts), (1,), generator=pick))
+        (start_epoch,) = host_values(torch.randint(config.mtt.max_start_epoch, (1,), generator=pick))
         names = self.student.names
         start = self.experts.parameters(expert, start_epoch, names, device)
         target = self.experts.parameters(expert, start_epoch + config.mtt.expert_epochs, names, device)
