@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ddz.errors import ConfigError
@@ -36,3 +38,30 @@ def host_values(tensor: torch.Tensor) -> list:
     if tensor.device.type != "cpu":
         raise ValueError(f"host_values reads host tensors only, not one on {tensor.device}")
     return tensor.tolist()
+
+
+# --amp: the autocast precision of the nets' forwards ("none": float32 throughout).
+AMP = {"none": None, "bf16": torch.bfloat16}
+
+
+def amp_dtype(name: str, option: str = "--amp") -> torch.dtype | None:
+    if name not in AMP:
+        raise ConfigError(f"unknown {option} {name!r}; valid: {', '.join(AMP)}")
+    return AMP[name]
+
+
+def autocast_forward(forward: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype | None
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`forward` run under torch.autocast(dtype) on its input's device, its output back in
+    float32, so that losses, gradient distances and optimiser steps stay float32 (autocast's
+    weight cache is off: it would hold stale casts across optimiser steps and CUDA graph capture
+    forbids it). `forward` itself when dtype is None."""
+    if dtype is None:
+        return forward
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=dtype, cache_enabled=False):
+            out = forward(x)
+        return out.float()
+
+    return run

@@ -31,6 +31,7 @@ from ddz.data.augment import DSA, DSAConfig, DSAParams, augment
 from ddz.data.base import ImageDataset
 from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
 from ddz.data.mix import MixConfig
+from ddz.devices import amp_dtype
 from ddz.distill.labels import LabelConfig, Objective, Teacher
 from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.errors import ConfigError, unknown_name
@@ -39,7 +40,7 @@ from ddz.nets import build_net, check_arch
 from ddz.nets.stacked import StackedNets, stackable
 from ddz.progress import NullProgress, Progress
 from ddz.seeding import derive_seed, generator
-from ddz.training import accuracies, accuracy, train_epoch
+from ddz.training import GraphedStep, TrainStep, accuracies, accuracy, train_epoch
 
 AUGMENTS = ("dsa", "dc", "none")
 EPOCHS_AUGMENTED, EPOCHS_PLAIN = 1000, 300  # reference main.py: with / without augmentation
@@ -62,6 +63,8 @@ class EvalConfig:
     dsa_config: DSAConfig = field(default_factory=DSAConfig)
     batched: bool = True  # the N models of an arch as one StackedNets (same results, faster)
     compile: bool = False  # torch.compile the nets (pays on a GPU for long runs; seconds to compile)
+    cuda_graph: bool = False  # each training step replayed from a CUDA graph on a GPU (same nets)
+    amp: str = "none"  # "bf16": the nets' forwards under torch.autocast(bfloat16)
     labels: LabelConfig = field(default_factory=LabelConfig)  # hard, or soft from a teacher
     mix: MixConfig | None = None  # None: CutMix with soft labels (DD-Ranking's default), none with hard
 
@@ -72,6 +75,7 @@ class EvalConfig:
             raise ConfigError(unknown_name("evaluation augmentation", self.augment, AUGMENTS))
         if self.models < 1 or (self.epochs is not None and self.epochs < 1):
             raise ConfigError("--models and --epochs must be at least 1")
+        amp_dtype(self.amp)
 
     def dc_strategy(self, dataset: ImageDataset, arch: str) -> str:
         return strategy_for(dataset.name, arch) if self.augment == "dc" else "none"
@@ -215,13 +219,21 @@ def fit(net, images, labels, config: EvalConfig, epochs: int, order, augment, pr
             net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
 
+    def step_of(optimizer: torch.optim.SGD) -> TrainStep:
+        kind = GraphedStep if config.cuda_graph else TrainStep
+        copies = len(order) if isinstance(order, list) else 1
+        return kind(net, optimizer, images, copies, objective, amp_dtype(config.amp))
+
     decay_after = epochs // 2 + 1
     optimizer = sgd(config.lr)
     images, labels = images.detach(), labels.detach()
+    step = step_of(optimizer)
     for epoch in range(epochs + 1):
-        loss, _ = train_epoch(net, images, labels, optimizer, config.batch_size, order, augment, objective)
+        loss, _ = train_epoch(net, images, labels, optimizer, config.batch_size, order, augment, objective,
+                              step)
         if epoch == decay_after:
             optimizer = sgd(config.lr * 0.1)
+            step = step_of(optimizer)  # a new optimiser: a new step (and new graphs)
         if progress_task is not None:
             # Reading the loss waits for the device: only every 50 epochs and at the end.
             due = epoch % 50 == 0 or epoch == epochs
@@ -368,10 +380,12 @@ def evaluate_cached(
 ) -> dict[str, ArchResult]:
     """`evaluate_synset`, kept in `cache` (a JSON file) keyed by the synthetic set's content, the
     evaluation settings and the seed, so that a re-run (e.g. a resumed `--runs N`) reuses it."""
-    settings = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "batched"}
+    # batched and cuda_graph train the same nets; amp "none" is the key evaluations had before --amp
+    settings = {k: v for k, v in json.loads(json.dumps(asdict(config))).items()
+                if k not in ("batched", "cuda_graph") and not (k == "amp" and v == "none")}
     key = {
         "synset_sha256": content_sha256({"images": images, "labels": labels}),
-        "config": settings,  # batched or not trains the same nets
+        "config": settings,
         "seed": seed,
         "test_images": len(dataset.test_images),
         **({"teacher": [p["sha256"] for p in teacher.describe()]} if teacher is not None else {}),
