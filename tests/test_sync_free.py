@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,7 @@ CONFIGS = {
         syn_steps=3, expert_epochs=1, max_start_epoch=1, batch_syn=4, lr_lr=1e-5, lr_teacher=0.01,
         memory="constant")),
 }
+CONFIGS.update({f"{name}-bf16": replace(CONFIGS[name], amp="bf16") for name in ("dm", "dsa", "mtt-constant")})
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -126,3 +128,15 @@ def test_the_counter_sees_a_read():
         torch.ones(2).sum().item()
         host_values(torch.arange(3))
     assert len(calls) == 1 and calls[0].startswith("Tensor.item")
+
+
+@pytest.mark.parametrize("method", ["dm", "dsa"])
+def test_amp_changes_the_arithmetic_not_the_step(method):
+    """--amp bf16 runs the forwards in bfloat16: a loss near the float32 one, not equal to it."""
+    data = small_dataset()
+    losses = []
+    for amp in ("none", "bf16"):
+        config = replace(CONFIGS[method], amp=amp).resolved()
+        state = new_state(initial_images(data, config, 0), config.ipc, config.lr_img, config.momentum)
+        losses.append(float(build_method(config, data).step(state, IterationRNG(0, 0, data.device))))
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=0.1)

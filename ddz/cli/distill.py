@@ -37,6 +37,8 @@ def distill_command(
                                    "width=32."),
     distance: str = _opt(None, "--distance", panel=METHOD, help="DC/DSA gradient distance: ours | mse | cos"),
     compile_nets: bool = _opt(None, "--compile", panel=METHOD, help="torch.compile the distillation net."),
+    amp: str = _opt(None, "--amp", panel=METHOD, help="none | bf16: the distillation net's forwards under "
+                    "autocast (off by default; docs/distill.md, Speed)."),
     resolution: int = _opt(None, "--resolution", panel=METHOD, help="Image side (default: the data set's)."),
     ptm: list[str] = _opt([], "--ptm", panel=GUIDE, help="PTM query or @lockfile (repeatable)."),
     guidance: str = _opt(None, "--guidance", panel=GUIDE,
@@ -62,6 +64,10 @@ def distill_command(
     eval_batched: bool = _opt(None, "--batched/--sequential", panel=EVAL,
                               help="Train an arch's models as one batched model (same nets)."),
     eval_compile: bool = _opt(None, "--eval-compile", panel=EVAL, help="torch.compile the evaluation nets."),
+    eval_cuda_graph: bool = _opt(None, "--eval-cuda-graph", panel=EVAL, help="Replay each training step "
+                                 "from a CUDA graph on a GPU (same nets)."),
+    eval_amp: str = _opt(None, "--eval-amp", panel=EVAL, help="none | bf16: the evaluation nets' forwards "
+                         "under autocast (off by default)."),
     eval_labels: str = _opt(None, "--eval-labels", panel=EVAL, help="hard | soft (soft: from --teacher, "
                             "by knowledge distillation; DD-Ranking's protocol)."),
     teacher: list[str] = _opt([], "--teacher", panel=EVAL, help="Soft labels' teacher: a zoo query or "

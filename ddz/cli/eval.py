@@ -67,6 +67,11 @@ def eval_command(
     compile_nets: bool = typer.Option(
         False, "--compile", help="torch.compile the nets: pays on a GPU for long runs (compiles for seconds)."
     ),
+    cuda_graph: bool = typer.Option(
+        False, "--cuda-graph", help="Replay each training step from a CUDA graph on a GPU (same nets)."
+    ),
+    amp: str = typer.Option("none", "--amp", help="none | bf16: the nets' forwards under autocast (off by "
+                            "default; docs/distill.md, Speed)."),
     labels: str = typer.Option("hard", "--labels", help="hard | soft (from --teacher, by knowledge "
                                "distillation)."),
     teacher: list[str] = typer.Option([], "--teacher", help="Soft labels' teacher: a zoo query or @lockfile "
@@ -102,6 +107,7 @@ def eval_command(
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
         augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,
+        cuda_graph=cuda_graph, amp=amp,
         labels=LabelConfig(labels, tuple(teacher), kd_loss, temperature, soft_labels),
         mix=MixConfig(mix, mix_beta) if mix is not None else None,
     )

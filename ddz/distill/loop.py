@@ -72,6 +72,8 @@ def run_identity(
     settings = config.to_json()
     for key in ("iterations", "compile"):
         settings.pop(key)
+    if settings["amp"] == "none":
+        settings.pop("amp")  # the identity runs had before --amp, so that they resume
     if config.spec.needs_experts:
         settings["mtt"].pop("memory")
     else:

@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import torch
+
 from ddz.data.augment import DSAConfig
+from ddz.devices import amp_dtype
 from ddz.distill.methods.base import loops_for_ipc
 from ddz.distill.methods.mtt_defaults import mtt_settings
 from ddz.distill.methods.registry import METHODS, MethodSpec
@@ -85,6 +88,7 @@ class DistillConfig:
     outer_loop: int | None = None
     inner_loop: int | None = None
     compile: bool = False
+    amp: str = "none"  # "bf16": the distillation net's forwards under torch.autocast(bfloat16)
     dsa: DSAConfig = field(default_factory=DSAConfig)
     mtt: MTTConfig = field(default_factory=MTTConfig)
 
@@ -102,6 +106,7 @@ class DistillConfig:
             raise ConfigError(f"--iterations must be >= 0, got {self.iterations}")
         _check_counts(self, ("batch_real", "batch_train", "outer_loop", "inner_loop"))
         _check_rates(self, ("lr_img", "lr_net"))
+        amp_dtype(self.amp)
         if not self.spec.needs_experts and self.mtt != MTTConfig():
             set_here = self.mtt.explicit() or ["memory"]
             raise ConfigError(f"--{set_here[0].replace('_', '-')} is an MTT setting: use --method mtt, "
@@ -110,6 +115,11 @@ class DistillConfig:
     @property
     def spec(self) -> MethodSpec:
         return METHODS[self.method]
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of `amp` (None: float32)."""
+        return amp_dtype(self.amp)
 
     @property
     def augment(self) -> bool:

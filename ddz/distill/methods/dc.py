@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddz.devices import autocast_forward
 from ddz.distill.methods.base import (
     ClassMatching,
     IterationRNG,
@@ -66,16 +67,17 @@ def matching_loss(
     metric: str = "ours",
     fast_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     first_class: int = 0,
+    amp: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Sum over classes of the gradient distance; `real` (K, n, ...) and `syn` (K, IPC, ...)
     already augmented, of classes first_class.. . `fast_forward` (e.g. the compiled net) serves
-    the real side, which needs no double backward."""
+    the real side, which needs no double backward. `amp`: both sides' forwards under autocast."""
     params = list(net.parameters())
     used = [params[i] for i in matched_parameters(params, metric)]
     micro = micro_batch(net, real[0])
-    real_forward = net if fast_forward is None else fast_forward
+    real_forward = autocast_forward(net if fast_forward is None else fast_forward, amp)
     g_real = class_gradients(real_forward, used, real, False, micro, first_class)
-    g_syn = class_gradients(net, used, syn, True, first_class=first_class)
+    g_syn = class_gradients(autocast_forward(net, amp), used, syn, True, first_class=first_class)
     return gradient_distance(g_syn, g_real, metric)
 
 
@@ -108,7 +110,7 @@ class GradientMatching(ClassMatching):
             if dsa is not None:
                 params = dsa.siamese(data.num_classes).select(classes.start, classes.stop)
                 real, syn = dsa(real, params), dsa(syn, params)
-            loss = matching_loss(net, real, syn, cfg.distance, fast, classes.start)
+            loss = matching_loss(net, real, syn, cfg.distance, fast, classes.start, cfg.amp_dtype)
             if self.guidance is not None:
                 loss = loss + self.guidance.loss(state.images, state.labels, guide_pick, guide_data, shard)
             state.optimizer.zero_grad(set_to_none=True)
@@ -120,7 +122,8 @@ class GradientMatching(ClassMatching):
             images = shard.whole(state.images)
             labels = shard.labels(images.device) if shard.sharded else state.labels
             for _ in range(cfg.inner_loop):
-                train_epoch(fast, images, labels, net_optimizer, cfg.batch_train, order, train_augment)
+                train_epoch(fast, images, labels, net_optimizer, cfg.batch_train, order, train_augment,
+                            amp=cfg.amp_dtype)
         return total
 
     def _freeze_batch_statistics(self, net: nn.Module, gen: torch.Generator) -> None:

@@ -26,6 +26,7 @@ import torch
 
 from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
+from ddz.devices import autocast_forward
 from ddz.distill.methods.base import ClassMatching, IterationRNG, NetSource, SynState
 from ddz.errors import ConfigError
 from ddz.nets.batching import forward_in_pieces, micro_batch
@@ -94,6 +95,7 @@ class DistributionMatching(ClassMatching):
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
         data, classes = self.dataset, self.shard.classes
         net, embed = self.nets.fresh(rng.net_seed(), requires_grad=False)
+        embed = autocast_forward(embed, self.config.amp_dtype)
         real = data.sample_all_classes(self.n_real, rng.generator("real"), classes)
         micro = micro_batch(net, real[0])
         dsa = rng.dsa(self.config.dsa) if self.config.augment else None

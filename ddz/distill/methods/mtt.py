@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from ddz.data.augment import DSA, DSAParams
 from ddz.data.base import ImageDataset
-from ddz.devices import host_values, to_device
+from ddz.devices import autocast_forward, host_values, to_device
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.guidance import Guidance
 from ddz.distill.methods.base import IterationRNG, SynState
@@ -47,8 +47,8 @@ LR_MOMENTUM = 0.5  # the reference's optimizer_lr
 class Student:
     """A net evaluated at a flat parameter vector (the reference's ReparamModule)."""
 
-    def __init__(self, net: nn.Module):
-        self.net = net.train()
+    def __init__(self, net: nn.Module, amp: torch.dtype | None = None):
+        self.net, self.amp = net.train(), amp
         self.names = [name for name, _ in net.named_parameters()]
         self.shapes = [p.shape for _, p in net.named_parameters()]
         self.sizes = [p.numel() for _, p in net.named_parameters()]
@@ -57,7 +57,9 @@ class Student:
     def __call__(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         pieces = torch.split(flat, self.sizes)
         params = {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes, strict=True)}
-        return functional_call(self.net, {**params, **self.buffers}, (x,))
+        forward = autocast_forward(lambda x: functional_call(self.net, {**params, **self.buffers}, (x,)),
+                                   self.amp)
+        return forward(x)
 
 
 @dataclass
@@ -138,7 +140,7 @@ class TrajectoryMatching:
                  experts: ExpertBuffer):
         self.config, self.dataset, self.guidance, self.experts = config, dataset, guidance, experts
         device = dataset.device
-        self.student = Student(build_from_config(experts.net_config).to(device))
+        self.student = Student(build_from_config(experts.net_config).to(device), config.amp_dtype)
         self.syn_lr = torch.tensor(float(config.mtt.lr_teacher), device=device, requires_grad=True)
         self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=config.mtt.lr_lr, momentum=LR_MOMENTUM)
 
