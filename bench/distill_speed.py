@@ -98,7 +98,9 @@ class ReferenceStyle:
         state.optimizer.step()
         return loss.detach()
 
-    def dsa_iteration(self, state, rng: IterationRNG, config: DistillConfig, outer_steps: int):
+    def dsa_iteration(self, state, rng: IterationRNG, config: DistillConfig, outer_steps: int,
+                      augment: bool = True):
+        """DSA's iteration (DC's with augment False: no siamese augmentation, plain inner epochs)."""
         net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=rng.net_seed(), width=WIDTH)
         net = net.to(self.data.device)
         net.train()
@@ -113,9 +115,10 @@ class ReferenceStyle:
                 lab_real = torch.ones((img_real.shape[0],), device=img_real.device, dtype=torch.long) * c
                 img_syn = state.images[c * IPC : (c + 1) * IPC]
                 lab_syn = torch.ones((IPC,), device=img_real.device, dtype=torch.long) * c
-                params = dsa.siamese(1)
-                img_real = dsa(img_real[None], params)[0]
-                img_syn = dsa(img_syn[None], params)[0]
+                if augment:
+                    params = dsa.siamese(1)
+                    img_real = dsa(img_real[None], params)[0]
+                    img_syn = dsa(img_syn[None], params)[0]
                 gw_real = torch.autograd.grad(F.cross_entropy(net(img_real), lab_real), net_parameters)
                 gw_real = [g.detach().clone() for g in gw_real]
                 gw_syn = torch.autograd.grad(
@@ -135,7 +138,7 @@ class ReferenceStyle:
                 shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(ol),
             )
             for _ in range(config.inner_loop):
-                reference_epoch(loader, net, optimizer_net, dsa)
+                reference_epoch(loader, net, optimizer_net, dsa if augment else None)
         return torch.tensor(loss_avg)
 
 
@@ -164,7 +167,8 @@ def reference_epoch(loader, net, optimizer, dsa) -> None:
     net.train()
     loss_avg, acc_avg, num_exp = 0.0, 0, 0
     for img, lab in loader:
-        img = dsa(img, dsa.per_sample(len(img)))
+        if dsa is not None:
+            img = dsa(img, dsa.per_sample(len(img)))
         output = net(img)
         loss = F.cross_entropy(output, lab)
         acc_avg += np.sum(np.equal(np.argmax(output.cpu().data.numpy(), axis=-1), lab.cpu().data.numpy()))
@@ -198,19 +202,21 @@ def check_dm_loss(data: ImageDataset, config: DistillConfig) -> float:
     return abs(ours - ref) / abs(ref)
 
 
-def check_matching_loss(data: ImageDataset, config: DistillConfig) -> float:
+def check_matching_loss(data: ImageDataset, config: DistillConfig, augment: bool = True) -> float:
+    """DSA's matching loss both ways (DC's with augment False)."""
     rng = IterationRNG(7, 0, data.device)
     net = build_net("convnet3", CHANNELS, K, SIZE, generator_seed=rng.net_seed(), width=WIDTH).to(data.device)
     real = data.sample_all_classes(BATCH_REAL, rng.generator("real"))
     syn = (real[:, :IPC].clone() + 0.1).requires_grad_(True)
     dsa = rng.dsa(config.dsa)
     params = dsa.siamese(K)
-    ours = float(matching_loss(net, dsa(real, params), dsa(syn, params), "ours").detach())
+    aug = (lambda x, p: dsa(x, p)) if augment else (lambda x, p: x)
+    ours = float(matching_loss(net, aug(real, params), aug(syn, params), "ours").detach())
     ref = 0.0
     params_all = list(net.parameters())
     for c in range(K):
         p = one_group(params, c)
-        r, s = dsa(real[c : c + 1], p)[0], dsa(syn[c : c + 1], p)[0]
+        r, s = aug(real[c : c + 1], p)[0], aug(syn[c : c + 1], p)[0]
         label = torch.full((BATCH_REAL,), c, device=data.device)
         gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(r), label), params_all)]
         gw_syn = torch.autograd.grad(F.cross_entropy(net(s), label[:IPC]), params_all, create_graph=True)
@@ -266,7 +272,7 @@ class ReferenceMTT:
         self.draws = random.Random(0)  # the reference draws with Python's random and numpy
         self.images = images.detach().clone().requires_grad_(True)
         self.labels = torch.arange(K, device=data.device).repeat_interleave(IPC)
-        self.lr = torch.tensor(config.lr_teacher, device=data.device, requires_grad=True)
+        self.lr = torch.tensor(config.mtt.lr_teacher, device=data.device, requires_grad=True)
         self.opt_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=0.5)
         self.opt_lr = torch.optim.SGD([self.lr], lr=config.mtt.lr_lr, momentum=0.5)
 
@@ -276,27 +282,55 @@ class ReferenceMTT:
         start_epoch = self.draws.randrange(config.mtt.max_start_epoch)
         start = trajectory[start_epoch]
         target = trajectory[start_epoch + config.mtt.expert_epochs]
-        flat = start.clone().requires_grad_(True)
         dsa = rng.dsa(config.dsa)
-        chunks = []
+        chunks, batches = [], []
         for _ in range(config.mtt.syn_steps):
             if not chunks:
                 order = torch.randperm(len(self.images))
                 chunks = list(torch.split(order, config.mtt.batch_syn or len(self.images)))
             idx = chunks.pop()
-            x = dsa(self.images[idx], dsa.per_sample(len(idx)))
-            loss = F.cross_entropy(self.student(flat, x), self.labels[idx])
-            (grad,) = torch.autograd.grad(loss, flat, create_graph=True)
-            flat = flat - self.lr * grad
-        num = F.mse_loss(flat, target, reduction="sum")
-        den = F.mse_loss(start, target, reduction="sum")
-        total = num / den
+            batches.append((idx, dsa.per_sample(len(idx))))
+        total = self.unrolled(start, target, batches, dsa)
         self.opt_img.zero_grad()
         self.opt_lr.zero_grad()
         total.backward()
         self.opt_img.step()
         self.opt_lr.step()
         return total.detach()
+
+
+    def unrolled(self, start: torch.Tensor, target: torch.Tensor, batches, dsa) -> torch.Tensor:
+        """The student's steps on (indices, DSA draw) batches, the graph kept; the normalised
+        parameter distance."""
+        flat = start.clone().requires_grad_(True)
+        for idx, params in batches:
+            x = dsa(self.images[idx], params)
+            loss = F.cross_entropy(self.student(flat, x), self.labels[idx])
+            (grad,) = torch.autograd.grad(loss, flat, create_graph=True)
+            flat = flat - self.lr * grad
+        num = F.mse_loss(flat, target, reduction="sum")
+        den = F.mse_loss(start, target, reduction="sum")
+        return num / den
+
+
+def check_mtt_loss(config: DistillConfig, trajectories, data: ImageDataset, images: torch.Tensor) -> dict:
+    """MTT's loss on the same start, target, batches and DSA draws: the reference-style unrolled
+    loop against ddz's unrolled and constant-memory computations (relative differences)."""
+    from ddz.distill.methods.mtt import constant_memory_gradients, plan_steps, unrolled_loss
+
+    reference = ReferenceMTT(config, trajectories, data, images)
+    rng = IterationRNG(7, 0, data.device)
+    dsa = rng.dsa(config.dsa)
+    plans = plan_steps(len(images), config.mtt.syn_steps, config.mtt.batch_syn or len(images),
+                       torch.Generator().manual_seed(0), dsa, data.device)
+    start, target = trajectories[0][0], trajectories[0][config.mtt.expert_epochs]
+    ref = float(reference.unrolled(start, target, [(p.indices, p.dsa) for p in plans], dsa).detach())
+    lr = reference.lr.detach()
+    unrolled = float(unrolled_loss(reference.student, start, target, reference.images, reference.labels, lr,
+                                   plans, dsa).detach())
+    constant = float(constant_memory_gradients(reference.student, start, target, reference.images,
+                                               reference.labels, lr, plans, dsa)[0])
+    return {"unrolled": abs(unrolled - ref) / abs(ref), "constant": abs(constant - ref) / abs(ref)}
 
 
 def peak_memory(fn: Callable[[], object], device: str) -> int | None:
@@ -325,6 +359,9 @@ def bench_mtt(data: ImageDataset, args) -> dict:
         rows = []
         for steps in args.syn_steps:
             config = replace(base, mtt=replace(base.mtt, syn_steps=steps))
+            check = check_mtt_loss(config, trajectories, data, start_images)
+            if max(check.values()) > 1e-5:
+                raise SystemExit(f"mtt: ddz and the reference-style loop disagree (relative {check})")
             variants: dict[str, Callable[[int], object]] = {}
             reference = ReferenceMTT(config, trajectories, data, start_images)
             variants["reference"] = lambda it, r=reference: r.iteration(IterationRNG(0, it, data.device))
@@ -333,22 +370,18 @@ def bench_mtt(data: ImageDataset, args) -> dict:
                 state = new_state(start_images, IPC, cfg.lr_img, cfg.momentum)
                 runner = TrajectoryMatching(cfg, data, None, buffer)
                 variants[memory] = (lambda it, s=state, m=runner: m.step(s, IterationRNG(0, it, data.device)))
-            for fn in variants.values():
-                timed(lambda fn=fn: fn(0), args.device)
-            times: dict[str, list[float]] = {name: [] for name in variants}
-            for rep in range(args.reps):
-                for name, fn in variants.items():
-                    times[name].append(timed(lambda fn=fn, rep=rep: fn(rep + 1), args.device))
-                    print(f"  mtt syn_steps {steps} {name:10s} rep {rep}: {times[name][-1]:.3f}s",
-                          file=sys.stderr, flush=True)
+            _, times = time_variants(variants, args.reps, args.device, f"mtt syn_steps {steps}")
             median = {name: statistics.median(t) for name, t in times.items()}
             memory_bytes = {name: peak_memory(lambda fn=fn: fn(99), args.device)
                             for name, fn in variants.items()}
+            syncs = {f"sync_{name}": sync_free(lambda fn=variants[name]: fn(100), args.device)
+                     for name in ("unrolled", "constant")}
             rows.append({
-                "syn_steps": steps, "seconds": {k: round(v, 4) for k, v in median.items()},
+                "syn_steps": steps, "loss_rel_diff": check,
+                "seconds": {k: round(v, 4) for k, v in median.items()},
                 "ratio": round(median["reference"] / median["unrolled"], 3),
                 "ratio_constant": round(median["reference"] / median["constant"], 3),
-                "peak_bytes": memory_bytes,
+                "peak_bytes": memory_bytes, **syncs,
             })
     return {"method": "mtt", "ipc": IPC, "batch_syn": "all", "rows": rows}
 
@@ -363,15 +396,55 @@ def timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - start
 
 
+def time_variants(variants: dict[str, Callable[[int], object]], reps: int, device: str, label: str
+                  ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Each variant's iteration 0 (warm-up and compilation: the cold cost, reported apart), then
+    `reps` rounds of iterations 1.. with the variants interleaved within a round (so that drift
+    of a shared machine hits them alike): (first seconds, all timed seconds) per variant."""
+    first = {name: timed(lambda fn=fn: fn(0), device) for name, fn in variants.items()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for rep in range(reps):
+        for name, fn in variants.items():
+            times[name].append(timed(lambda fn=fn, rep=rep: fn(rep + 1), device))
+            print(f"  {label} {name:12s} rep {rep}: {times[name][-1]:.3f}s", file=sys.stderr, flush=True)
+    return first, times
+
+
+def sync_free(fn: Callable[[], object], device: str) -> str:
+    """On CUDA, run `fn` under torch.cuda.set_sync_debug_mode("error"): "ok", or the first line
+    of the error and the deepest ddz frame that synchronised. Elsewhere: "not checked"."""
+    import traceback
+
+    if not device.startswith("cuda"):
+        return "not checked (no CUDA)"
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+        torch.cuda.set_sync_debug_mode("default")
+        return "ok"
+    except RuntimeError as error:
+        torch.cuda.set_sync_debug_mode("default")
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if "/ddz/" in f.filename]
+        where = f" at {frames[-1].filename.split('/ddz/')[-1]}:{frames[-1].lineno}" if frames else ""
+        return f"sync{where}: {str(error).splitlines()[0]}"
+
+
 def bench_method(method: str, data: ImageDataset, args) -> dict:
+    """One method's iteration, reference-style loop against ddz (and `args.compile`: compiled;
+    `args.amp`, if set: --amp bf16). DC and DSA: `args.outer_steps` outer steps (default all),
+    `args.inner_loop` inner epochs (default the IPC table's); DC has no augmentation."""
+    from dataclasses import replace
+
     config = DistillConfig(method=method, ipc=IPC, batch_real=BATCH_REAL, net_options=(("width", WIDTH),))
     config = config.resolved()
     outer = min(args.outer_steps or config.outer_loop or 1, config.outer_loop or 1)
-    if method == "dsa":
-        from dataclasses import replace
-
-        config = replace(config, outer_loop=outer)
-    check = check_dm_loss(data, config) if method == "dm" else check_matching_loss(data, config)
+    matching = method in ("dc", "dsa")
+    if matching:
+        inner = getattr(args, "inner_loop", None) or config.inner_loop
+        config = replace(config, outer_loop=outer, inner_loop=inner)
+    augment = method != "dc"
+    check = check_dm_loss(data, config) if method == "dm" else check_matching_loss(data, config, augment)
     if check > 1e-5:
         raise SystemExit(f"{method}: ddz and the reference-style loop disagree (relative {check:.2e})")
     start_images = data.sample_all_classes(IPC, torch.Generator(device=data.device).manual_seed(1))
@@ -391,34 +464,29 @@ def bench_method(method: str, data: ImageDataset, args) -> dict:
         )
     else:
         variants["reference"] = lambda it: ref.dsa_iteration(
-            ref_state, IterationRNG(0, it, data.device), config, outer
+            ref_state, IterationRNG(0, it, data.device), config, outer, augment
         )
     variants["ddz"] = ddz_variant(config)
     if args.compile:
-        from dataclasses import replace
-
         variants["ddz-compile"] = ddz_variant(replace(config, compile=True))
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    first: dict[str, float] = {}
-    for name, fn in variants.items():  # warm-up (and compilation): reported apart, as the cold cost
-        first[name] = timed(lambda fn=fn: fn(0), args.device)
-    for rep in range(args.reps):
-        for name, fn in variants.items():
-            times[name].append(timed(lambda fn=fn, rep=rep: fn(rep + 1), args.device))
-            print(f"  {method} {name:12s} rep {rep}: {times[name][-1]:.3f}s", file=sys.stderr, flush=True)
+    if getattr(args, "amp", False):
+        variants["ddz-bf16"] = ddz_variant(replace(config, amp="bf16"))
+    first, times = time_variants(variants, args.reps, args.device, method)
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {
         "method": method,
-        "outer_steps": outer if method == "dsa" else None,
-        "inner_loop": config.inner_loop if method == "dsa" else None,
+        "outer_steps": outer if matching else None,
+        "inner_loop": config.inner_loop if matching else None,
         "loss_rel_diff": check,
         "seconds": {name: round(v, 4) for name, v in median.items()},
         "all_seconds": {name: [round(v, 4) for v in t] for name, t in times.items()},
         "first_iteration_seconds": {name: round(v, 3) for name, v in first.items()},
         "ratio": round(median["reference"] / median["ddz"], 3),
+        "sync": sync_free(lambda: variants["ddz"](args.reps + 1), args.device),
     }
-    if "ddz-compile" in median:
-        result["ratio_compile"] = round(median["reference"] / median["ddz-compile"], 3)
+    for name in ("compile", "bf16"):
+        if f"ddz-{name}" in median:
+            result[f"ratio_{name}"] = round(median["reference"] / median[f"ddz-{name}"], 3)
     return result
 
 
@@ -426,10 +494,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--method", nargs="+", default=["dm", "dsa"], choices=["dm", "dsa", "mtt"])
+    parser.add_argument("--method", nargs="+", default=["dm", "dsa"], choices=["dm", "dsa", "dc", "mtt"])
     parser.add_argument("--syn-steps", nargs="+", type=int, default=[20], help="MTT: student steps to time")
     parser.add_argument("--reps", type=int, default=3, help="timed iterations per variant (median)")
-    parser.add_argument("--outer-steps", type=int, default=None, help="DSA: time only this many outer steps")
+    parser.add_argument("--outer-steps", type=int, default=None, help="DC/DSA: only this many outer steps")
+    parser.add_argument("--inner-loop", type=int, default=None, help="DC/DSA: inner epochs (default: by IPC)")
+    parser.add_argument("--amp", action="store_true", help="also time ddz with --amp bf16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time ddz with torch.compile")

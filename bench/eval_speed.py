@@ -36,11 +36,12 @@ import torch.nn.functional as F
 
 from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
+from ddz.devices import amp_dtype
 from ddz.distill.evaluate import EvalConfig, fresh_net, stacked_augmentation, training_augmentation
 from ddz.io import atomic_write_json
 from ddz.nets.stacked import StackedNets
 from ddz.seeding import generator
-from ddz.training import train_epoch
+from ddz.training import GraphedStep, train_epoch
 
 K, IPC = 10, 10
 SHAPE = {"channels": 3, "size": 32}  # --shape; 1x28 is the MNIST family's (ConvNet pads it to 32)
@@ -83,7 +84,7 @@ def reference_training(
     device = data.train_images.device
     nets = [fresh_net("convnet3", data, s, device) for s in seeds]
     optimizers = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4) for n in nets]
-    dsas = [DSA(DSAConfig(), s, device) for s in seeds]
+    dsas = [DSA(DSAConfig(), s, device) if config.augment != "none" else None for s in seeds]
     images, labels = data.train_images, data.train_labels
 
     def epochs_of(epochs: int) -> Callable[[], None]:
@@ -94,7 +95,7 @@ def reference_training(
                     order = torch.randperm(len(images), device=device)
                     for start in range(0, len(images), config.batch_size):
                         idx = order[start : start + config.batch_size]
-                        x = dsa(images[idx], dsa.per_sample(len(idx)))
+                        x = images[idx] if dsa is None else dsa(images[idx], dsa.per_sample(len(idx)))
                         loss = F.cross_entropy(net(x), labels[idx])
                         optimizer.zero_grad()
                         loss.backward()
@@ -123,12 +124,18 @@ def ddz_training(
         augments = [training_augmentation(config, data, "convnet3", s, device) for s in seeds]
     hyper = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
     optimizers = [torch.optim.SGD(m.parameters(), **hyper) for m in models]
+    # config.cuda_graph: each model's GraphedStep, kept across epochs (its graphs captured once)
+    amp = amp_dtype(config.amp)
+    steps = [GraphedStep(m, o, images, len(seeds) if batched else 1, None, amp) if config.cuda_graph else None
+             for m, o in zip(models, optimizers, strict=True)]
 
     def epochs_of(epochs: int) -> Callable[[], None]:
         def run() -> None:
-            for model, optimizer, order, augment in zip(models, optimizers, orders, augments, strict=True):
+            for model, optimizer, order, augment, step in zip(models, optimizers, orders, augments, steps,
+                                                              strict=True):
                 for _ in range(epochs):
-                    train_epoch(model, images, labels, optimizer, config.batch_size, order, augment)
+                    train_epoch(model, images, labels, optimizer, config.batch_size, order, augment, None,
+                                step, amp)
 
         return run
 
@@ -136,7 +143,8 @@ def ddz_training(
 
 
 def measure_eval(
-    models: int, epochs: int, warmup: int, reps: int, device: torch.device, reference: bool, compiled: bool
+    models: int, epochs: int, warmup: int, reps: int, device: torch.device, reference: bool, compiled: bool,
+    graphed: bool = False, amp: bool = False,
 ) -> dict:
     """Seconds per epoch of each variant: `reps` rounds, the variants interleaved within a round
     (so that drift of a shared machine hits them alike), median over rounds."""
@@ -149,6 +157,10 @@ def measure_eval(
     }
     if compiled:
         runners["compiled"] = ddz_training(data, seeds, replace(config, compile=True), True)
+    if graphed:
+        runners["graphed"] = ddz_training(data, seeds, replace(config, cuda_graph=True), True)
+    if amp:
+        runners["bf16"] = ddz_training(data, seeds, replace(config, amp="bf16"), True)
     if reference:
         runners["reference"] = reference_training(data, seeds, config)
     if device.type == "cuda":
@@ -164,7 +176,7 @@ def measure_eval(
         row[f"{name}_s_per_epoch"] = statistics.median(seconds)
         row[f"{name}_all_s_per_epoch"] = seconds
     row["peak_mb"] = round(peak_memory_mb(device), 1)
-    for name in ("sequential", "reference", "compiled"):
+    for name in ("sequential", "reference", "compiled", "graphed", "bf16"):
         if name in times:
             row[f"batched_vs_{name}"] = row[f"{name}_s_per_epoch"] / row["batched_s_per_epoch"]
     if compiled:
@@ -172,12 +184,15 @@ def measure_eval(
     return row
 
 
-def measure_zoo(seeds: int, images: int, reps: int, device: torch.device) -> dict:
-    """One epoch of `seeds` zoo seeds, one by one vs batched: interleaved rounds, median."""
+def measure_zoo(seeds: int, images: int, reps: int, device: torch.device, reference: bool = False) -> dict:
+    """One epoch of `seeds` zoo seeds, one by one vs batched (and with `reference`, the plain
+    reference-style loop): interleaved rounds, median."""
     data = shaped_dataset(images, device)
     config = EvalConfig(augment="none", lr=0.01, weight_decay=5e-3)
     runners = {name: ddz_training(data, list(range(seeds)), config, name == "batched")
                for name in ("sequential", "batched")}
+    if reference:
+        runners["reference"] = reference_training(data, list(range(seeds)), config)
     for runner in runners.values():
         timed(runner(1), device)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -189,6 +204,8 @@ def measure_zoo(seeds: int, images: int, reps: int, device: torch.device) -> dic
         row[f"{name}_s"] = statistics.median(seconds)
         row[f"{name}_all_s"] = seconds
     row["batched_vs_sequential"] = row["sequential_s"] / row["batched_s"]
+    if reference:
+        row["batched_vs_reference"] = row["reference_s"] / row["batched_s"]
     return row
 
 

@@ -31,6 +31,12 @@ def to_device(tensor: torch.Tensor, device: str | torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def module_to_device(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """`module` moved to `device` as `to_device` moves a tensor (a net built on the host, e.g. from
+    a CPU generator's initial weights, reaches a GPU without a sync)."""
+    return module._apply(lambda t: to_device(t, device))
+
+
 def host_values(tensor: torch.Tensor) -> list:
     """The values of a host tensor (a draw from a CPU generator) as Python numbers. Never a device
     sync: a tensor on another device is refused (ValueError), so the loops that must not wait

@@ -11,6 +11,7 @@ from torch import nn
 
 from ddz.data.augment import DSA, DSAConfig
 from ddz.data.base import ImageDataset
+from ddz.devices import module_to_device
 from ddz.distributed.shard import ClassShard
 from ddz.errors import ConfigError
 from ddz.nets import build_net
@@ -146,7 +147,7 @@ class NetSource:
     def _build(self, seed: int) -> nn.Module:
         channels, classes, size = self.shape
         net = build_net(self.arch, channels, classes, size, generator_seed=seed, **self.options)
-        return device_layout(net.to(self.device))
+        return device_layout(module_to_device(net, self.device))
 
     def fresh(self, seed: int, requires_grad: bool = True) -> tuple[nn.Module, Any]:
         if not self.compile:
