@@ -88,8 +88,10 @@ def test_two_repro_runs_of_one_spec_run_each_cell_once(tmp_path):
         assert f == 0, err
         ran, skipped = ran + r, skipped + s
     assert (ran, skipped) == (4, 4)
-    report = json.loads((tmp_path / "grid" / "report.json").read_text())
-    assert [cell["status"] for cell in report["cells"]] == ["done"] * 4
+    report = json.loads((tmp_path / "grid" / "report.json").read_text())  # the last writer's
+    assert {cell["status"] for cell in report["cells"]} <= {"done", "skipped"} and len(report["cells"]) == 4
+    for cell in report["cells"]:
+        assert json.loads((tmp_path / "grid" / cell["key"] / "cell.json").read_text())["status"] == "done"
     assert no_temporary_files(tmp_path / "grid") == []
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from ddz.distributed.ranks import TIMED_OUT, RankFailure
 from ddz.errors import ConfigError
 from ddz.jobs import stop_process
+from ddz.threads import available_cores
 
 Forward = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line)
 SETTLE_S = 3.0  # how long the other ranks may take to stop by themselves after one failed
@@ -83,7 +84,8 @@ class _Rank:
 
 @dataclass(frozen=True)
 class LocalRanks:
-    """`nproc` ranks on this machine, `threads` CPU threads each (default: the cores shared out)."""
+    """`nproc` ranks on this machine, `threads` CPU threads each (default: the cores this process
+    may use, ddz.threads, shared out)."""
 
     nproc: int
     threads: int | None = None
@@ -96,7 +98,7 @@ class LocalRanks:
     def run(self, argv: list[str], forward: Forward, environ: dict[str, str] | None = None) -> int:
         """Run `ddz argv` as nproc ranks until all are done. 0: every rank succeeded; 2: rank 0
         stopped on bad input and has said so itself; otherwise RankFailure names the rank."""
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.nproc)
+        threads = self.threads or max(1, available_cores() // self.nproc)
         port, base = free_port(), dict(os.environ if environ is None else environ)
         ranks = []
         try:
