@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import ddz_executable
-from test_distributed_cli import TINY, rank_pid
+from test_distributed_cli import TINY, start_ranks_until_checkpoint
 
 from ddz.distill.synset import CHECKPOINT_FILE, load_checkpoint, load_synset
 
@@ -23,15 +23,8 @@ def test_a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes(tmp_pat
     env = {**os.environ, "DDZ_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     command = [*ddz_executable(), *TINY, "--iterations", "60", "--checkpoint-every", "5",
                "--eval-models", "0", "--out", "run", "--dist-timeout", str(TIMEOUT_S)]
-    job = subprocess.Popen([*command, "--nproc", "2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    job, victim = start_ranks_until_checkpoint([*command, "--nproc", "2"], tmp_path, env)
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "run" / CHECKPOINT_FILE).exists():
-            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
-            time.sleep(0.1)
-        victim = rank_pid(job.pid, 1)
-        assert victim is not None
         os.kill(victim, signal.SIGSTOP)
         stopped = time.monotonic()
         _, stderr = job.communicate(timeout=120)
