@@ -75,8 +75,8 @@ def test_grid_through_slurm_with_one_failing_job(slurm_cluster, tmp_path, digits
     assert len(list(folder.glob("slurm/*/*_log.err"))) == 3
     assert slurm_cluster.run("squeue", "-h").stdout.strip() == ""
     # SLURM saw the failed task exit with status 1 (the task's own error, re-raised by submitit)
-    [job_id] = [p.name for p in folder.glob("slurm/*") if (p / f"{p.name}_log.err").read_text().count(
-        "IntegrityError")]
+    logs = folder.glob("slurm/*/*_log.err")
+    [job_id] = [log.parent.name for log in logs if "IntegrityError" in log.read_text()]
     assert "ExitCode=1:0" in slurm_cluster.run("scontrol", "show", "job", job_id).stdout
 
     # Fix the cause as the message says; the same command redoes only the failed job.

@@ -124,6 +124,8 @@ def run_command(
         for outcome in result.failed:
             console.print(f"[bold red]failed[/bold red] {outcome.key}: {outcome.error}", highlight=False,
                           soft_wrap=True)
+            if outcome.log_tail:
+                console.print(outcome.log_tail, highlight=False, markup=False, soft_wrap=True)
         raise DDZError(
             f"{len(result.failed)} cell(s) failed (see above and report.md); fix the cause and run the same "
             "command again: finished cells are skipped"
