@@ -49,9 +49,8 @@ def test_two_zoo_trains_over_overlapping_grids_train_each_seed_once(tmp_path):
     first = start([*common, "--seed-start", "0", "--launcher", "inline", "--json", "a.json"], env, tmp_path)
     second = start([*common, "--seed-start", "1", "--launcher", "local", "--jobs", "1", "--json", "b.json"],
                    env, tmp_path)
-    outputs = finish([first, second], timeout=600)
-    for _, err in outputs:
-        assert "(3 jobs, 3 to run)" in err  # both planned the overlap (seeds 1, 2) as work to do
+    finish([first, second], timeout=600)
+    # (Started together, both usually plan seeds 1 and 2 as work to do: `(3 jobs, 3 to run)`.)
     trained: dict[int, int] = {}
     for name in ("a.json", "b.json"):
         for result in json.loads((tmp_path / name).read_text())["results"]:
