@@ -2,8 +2,9 @@
 
 The suite runs on pytest-xdist workers (`make test`: `-n 2`). Each worker computes with one torch
 thread, and so do the `ddz` processes it starts (OMP_NUM_THREADS is inherited): two workers with two
-threads each on two cores would slow every test several-fold. Tests that use the session's SLURM
-cluster run on one worker (xdist group "slurm"), so the cluster starts once.
+threads each on two cores would slow every test several-fold. Tests that use one of the session's
+SLURM clusters run on one worker (xdist groups "slurm" and "slurm-memory"), so each cluster starts
+once.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+        names = getattr(item, "fixturenames", ())
+        for fixture, group in (("slurm_cluster", "slurm"), ("slurm_memory_cluster", "slurm-memory")):
+            if fixture in names:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 def ddz_executable() -> list[str]:
