@@ -17,15 +17,18 @@ demo: $(VENV)/.installed
 system:
 	bash scripts/setup-system.sh
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py); SLURM tests share one worker.
+PYTEST := $(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup --durations 15
+
 # The whole suite: what the README and CI run.
 test: $(VENV)/.installed system
 	$(VENV)/bin/ruff check ddz tests bench
-	$(VENV)/bin/python -m pytest -q
+	$(PYTEST)
 
 # The fast part for everyday work: everything but the end-to-end and cluster tests (marked slow).
 check: $(VENV)/.installed system
 	$(VENV)/bin/ruff check ddz tests bench
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) bench/distill_speed.py

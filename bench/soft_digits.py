@@ -52,6 +52,19 @@ def train_zoo(zoo: Zoo, data, expert_epochs: int) -> None:
         assert not summary.failed, summary.failed[0].error
 
 
+class Rows(list):
+    """The table so far, written to the JSON after every row (a long run can be read while it goes)."""
+
+    def __init__(self, path: Path, header: dict):
+        super().__init__()
+        self.path, self.header = path, header
+
+    def append(self, r: dict) -> None:
+        super().append(r)
+        print_row(r)
+        self.path.write_text(json.dumps({**self.header, "rows": list(self)}, indent=2))
+
+
 def row(method: str, ipc: int, regime: str, report, seconds: float) -> dict:
     result = report.eval["convnet3"]
     score = report.scores["convnet3"]
@@ -59,6 +72,12 @@ def row(method: str, ipc: int, regime: str, report, seconds: float) -> dict:
             "accs": result.accs, "hlr": score["hlr"], "ior": score["ior"], "lrs": score["lrs"],
             "random": score["inputs"]["random_acc"], "full": score["inputs"]["full_acc"],
             "seconds": round(seconds, 1)}
+
+
+def print_row(r: dict) -> None:
+    print(f"| {r['method']} | {r['ipc']} | {r['labels']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} "
+          f"| {100 * r['random']:.2f} | {100 * r['full']:.2f} | {r['hlr']:+.4f} | {r['ior']:+.4f} | "
+          f"{r['lrs']:.4f} | {r['seconds']} |", flush=True)
 
 
 def main() -> None:
@@ -81,7 +100,9 @@ def main() -> None:
     context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
     hard = EvalConfig(models=args.models, epochs=args.epochs)
     soft = replace(hard, labels=LabelConfig("soft", (TEACHER,)))
-    rows = []
+    rows = Rows(args.out / "soft_digits.json", {"teacher": TEACHER, "teacher_test_acc": teacher_acc,
+                "runs": args.runs, "models": args.models, "epochs": args.epochs})
+    print(f"teacher {TEACHER}: test accuracy {teacher_acc}", flush=True)
     for ipc in args.ipc:
         for regime, config in (("hard", hard), ("soft", soft)):
             started = time.perf_counter()
@@ -107,17 +128,10 @@ def main() -> None:
             started = time.perf_counter()
             soft_report = evaluate(EvalRequest(files, soft), context)
             rows.append(row(method, ipc, "soft", soft_report, time.perf_counter() - started))
-    summary = {"teacher": TEACHER, "teacher_test_acc": teacher_acc, "runs": args.runs, "models": args.models,
-               "epochs": args.epochs, "rows": rows}
-    (args.out / "soft_digits.json").write_text(json.dumps(summary, indent=2))
-    print(f"teacher {TEACHER}: test accuracy {teacher_acc}")
     print("| method | IPC | labels | accuracy (%) | random (%) | full (%) | HLR | IOR | LRS | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['ipc']} | {r['labels']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} "
-              "| "
-              f"{100 * r['random']:.2f} | {100 * r['full']:.2f} | {r['hlr']:+.4f} | {r['ior']:+.4f} | "
-              f"{r['lrs']:.4f} | {r['seconds']} |")
+        print_row(r)
 
 
 if __name__ == "__main__":

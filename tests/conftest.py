@@ -1,4 +1,11 @@
-"""Shared fixtures: the embedded data set, and the real `ddz` console script run as a subprocess."""
+"""Shared fixtures: the embedded data set, and the real `ddz` console script run as a subprocess.
+
+The suite runs on pytest-xdist workers (`make test`: `-n 2`). Each worker computes with one torch
+thread, and so do the `ddz` processes it starts (OMP_NUM_THREADS is inherited): two workers with two
+threads each on two cores would slow every test several-fold. Tests that use one of the session's
+SLURM clusters run on one worker (xdist groups "slurm" and "slurm-memory"), so each cluster starts
+once.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,24 @@ from pathlib import Path
 import pytest
 
 from ddz.data import ImageDataset, load_dataset
+
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if XDIST_WORKER:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for fixture, group in (("slurm_cluster", "slurm"), ("slurm_memory_cluster", "slurm-memory")):
+            if fixture in names:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 def ddz_executable() -> list[str]:

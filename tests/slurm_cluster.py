@@ -80,7 +80,8 @@ def _memory_mb() -> int:
     return 4096
 
 
-def write_conf(root: Path, hostname: str, cpus: int, ctld_port: int, slurmd_port: int) -> Path:
+def write_conf(root: Path, hostname: str, cpus: int, ctld_port: int, slurmd_port: int,
+               extra: str = "") -> Path:
     socket_path = root / "munge" / "munge.socket.2"
     memory = max(512, int(_memory_mb() * 0.8))
     text = f"""\
@@ -111,7 +112,7 @@ JobCompType=jobcomp/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MinJobAge=600
-NodeName={hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
+{extra}NodeName={hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
 PartitionName=debug Nodes={hostname} Default=YES MaxTime=INFINITE State=UP
 """
     conf = root / "slurm.conf"
@@ -155,7 +156,8 @@ def stop(proc: subprocess.Popen) -> None:
     stop_process(proc)
 
 
-def start_cluster() -> SlurmCluster:
+def start_cluster(extra: str = "") -> SlurmCluster:
+    """A cluster of this machine; `extra`: more slurm.conf lines (before the node and partition)."""
     ensure_installed()
     # Under /tmp (not pytest's 0700 tmp folders) so that the munge user can reach its socket.
     root = Path(tempfile.mkdtemp(prefix="ddz-slurm-"))
@@ -165,7 +167,7 @@ def start_cluster() -> SlurmCluster:
     hostname = socket.gethostname().split(".")[0]
     cpus = os.cpu_count() or 1
     ctld_port, slurmd_port = free_ports(2)
-    conf = write_conf(root, hostname, cpus, ctld_port, slurmd_port)
+    conf = write_conf(root, hostname, cpus, ctld_port, slurmd_port, extra)
     cluster = SlurmCluster(root, conf, hostname, cpus)
     try:
         cluster.processes["munged"] = start_munged(root)
@@ -219,4 +221,26 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+        stop_cluster(cluster)
+
+
+# Memory enforced as most sites do: --mem is a consumable resource, and slurmd kills a step whose
+# processes use more than it (read from /proc every second: no cgroup plugin needed). These lines
+# come after write_conf's own SelectTypeParameters and JobAcctGatherType, and override them.
+MEMORY_ENFORCED = """\
+SelectTypeParameters=CR_Core_Memory
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
+"""
+
+
+@pytest.fixture(scope="session")
+def slurm_memory_cluster() -> Iterator[SlurmCluster]:
+    """A second cluster of this machine that kills jobs over their --mem (pass SLURM_CONF yourself:
+    `cluster.env()`); every job on it must ask for --mem."""
+    cluster = start_cluster(MEMORY_ENFORCED)
+    try:
+        yield cluster
+    finally:
         stop_cluster(cluster)

@@ -33,6 +33,25 @@ def rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
+def start_ranks_until_checkpoint(command: list[str], cwd: Path, env: dict[str, str]
+                                 ) -> tuple[subprocess.Popen, int]:
+    """Start `command` (ranks writing into cwd/run), wait for its first checkpoint; the launcher
+    and the pid of its rank 1."""
+    job = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (cwd / "run" / CHECKPOINT_FILE).exists():
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+            time.sleep(0.1)
+        victim = rank_pid(job.pid, 1)
+        assert victim is not None
+    except BaseException:
+        job.kill()
+        raise
+    return job, victim
+
+
 def test_nproc_2_writes_one_run_equal_to_one_process(run_ddz, tmp_path):
     common = [*TINY, "--iterations", "6", "--checkpoint-every", "3", "--eval-models", "2",
               "--eval-epochs", "1"]
@@ -73,15 +92,8 @@ def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes(tmp_path):
     env = {**os.environ, "DDZ_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     command = [*ddz_executable(), *TINY, "--iterations", "150", "--checkpoint-every", "5",
                "--eval-models", "0", "--out", "run", "--dist-timeout", "60"]
-    job = subprocess.Popen([*command, "--nproc", "2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    job, victim = start_ranks_until_checkpoint([*command, "--nproc", "2"], tmp_path, env)
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "run" / CHECKPOINT_FILE).exists():
-            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
-            time.sleep(0.2)
-        victim = rank_pid(job.pid, 1)
-        assert victim is not None
         os.kill(victim, signal.SIGKILL)
         _, stderr = job.communicate(timeout=60)
     finally:

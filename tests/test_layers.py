@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first; a module may import its own layer and those below. The zoo's layers are the
 # ones docs/architecture.md draws.
 LAYERS: list[tuple[str, ...]] = [
-    ("ddz", "ddz.errors", "ddz.seeding", "ddz.progress", "ddz.io", "ddz.devices", "ddz.yaml_nodes"),
+    ("ddz", "ddz.errors", "ddz.seeding", "ddz.progress", "ddz.io", "ddz.devices", "ddz.threads",
+     "ddz.yaml_nodes"),
     ("ddz.data", "ddz.nets", "ddz.jobs"),
     ("ddz.training", "ddz.distributed"),
     ("ddz.zoo.query", "ddz.zoo.external_spec", "ddz.zoo.records", "ddz.zoo.paths", "ddz.zoo.hub_url",
@@ -40,9 +41,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 LAZY_OK = ("ddz.cli", "ddz.zoo.api")
 # Modules that may read os.environ: the CLI edge, the one place the zoo's paths are read, the
 # launchers' workers (SLURM's own variables, the environment handed to jobs and ranks), git's
-# identity, and SOURCE_DATE_EPOCH for reproducible timestamps.
+# identity, SOURCE_DATE_EPOCH for reproducible timestamps, and OMP_NUM_THREADS (the threads a
+# launcher gave a rank or worker).
 ENV_OK = ("ddz.cli", "ddz.zoo.paths", "ddz.jobs.local", "ddz.jobs.slurm", "ddz.zoo.sources.hub",
-          "ddz.zoo.records", "ddz.distributed.local", "ddz.distributed.slurm", "ddz.distributed.spawn")
+          "ddz.zoo.records", "ddz.distributed.local", "ddz.distributed.slurm", "ddz.distributed.spawn",
+          "ddz.threads")
 
 
 def layer_of(module: str) -> int:

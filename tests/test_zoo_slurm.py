@@ -48,38 +48,12 @@ def test_grid_through_slurm_with_one_failing_job(slurm_cluster, tmp_path, digits
     (job.run_dir / sidecar["tensors"]).write_bytes(b"not a safetensors file")
 
     env = {**os.environ, "DDZ_HOME": str(home), "SLURM_CONF": str(slurm_cluster.conf), "COLUMNS": "200"}
-    done = subprocess.run(
-        [
-            *ddz_executable(),
-            "--device",
-            "cpu",
-            "zoo",
-            "train",
-            "--dataset",
-            "digits",
-            "--arch",
-            "convnet3",
-            "--seeds",
-            "3",
-            *TINY,
-            "--launcher",
-            "slurm",
-            "--partition",
-            slurm_cluster.partition,
-            "--cpus-per-job",
-            "1",
-            "--time",
-            "0:10:00",
-            "--mem",
-            "1G",
-            "--json",
-            str(tmp_path / "grid.json"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [*ddz_executable(), "--device", "cpu", "zoo", "train", "--dataset", "digits", "--arch",
+               "convnet3", "--seeds", "3", *TINY, "--launcher", "slurm",
+               "--partition", slurm_cluster.partition,
+               "--cpus-per-job", "1", "--time", "0:10:00", "--mem", "1G", "--json",
+               str(tmp_path / "grid.json")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr + slurm_cluster.logs()
     grid = json.loads((tmp_path / "grid.json").read_text())
     assert grid["launcher"] == "slurm" and grid["failed"] == ["convnet3/seed2"]
@@ -100,3 +74,15 @@ def test_grid_through_slurm_with_one_failing_job(slurm_cluster, tmp_path, digits
     [folder] = (home / "jobs").iterdir()
     assert len(list(folder.glob("slurm/*/*_log.err"))) == 3
     assert slurm_cluster.run("squeue", "-h").stdout.strip() == ""
+    # SLURM saw the failed task exit with status 1 (the task's own error, re-raised by submitit)
+    logs = folder.glob("slurm/*/*_log.err")
+    [job_id] = [log.parent.name for log in logs if "IntegrityError" in log.read_text()]
+    assert "ExitCode=1:0" in slurm_cluster.run("scontrol", "show", "job", job_id).stdout
+
+    # Fix the cause as the message says; the same command redoes only the failed job.
+    (job.run_dir / "checkpoint.json").unlink()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr + slurm_cluster.logs()
+    rerun = json.loads((tmp_path / "grid.json").read_text())
+    assert {r["seed"]: r["status"] for r in rerun["results"]} == {0: "skipped", 1: "skipped", 2: "trained"}
+    assert len(list((home / "jobs").glob("*/slurm/*/*_log.err"))) == 3 + 1  # one more SLURM job

@@ -35,6 +35,13 @@ class Settings:
     seed_given: bool = False  # --seed was on the command line (it then overrides a --config file's)
     debug: bool = False
     argv: tuple[str, ...] = ()  # the command line as given (launchers re-run it in every rank)
+    threads: int | None = None  # --threads: torch CPU threads of a computing process (None: ddz.threads')
+
+    def use_threads(self) -> int:
+        """Set torch's CPU threads (--threads, else the cores this process may use); the count."""
+        from ddz.threads import use_threads  # imports torch when called
+
+        return use_threads(self.threads)
 
     @property
     def torch_device(self) -> str:

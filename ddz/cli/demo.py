@@ -23,6 +23,7 @@ def demo_command(
 
     config = DemoConfig.quick() if quick else DemoConfig()
     with RichProgress() as progress:
+        settings.use_threads()
         report = run_demo(out_dir, config, settings.seed, settings.torch_device, progress)
     table = Table(title=f"ddz demo: digits, DM, IPC {config.ipc}")
     for column in ("method", "PTM query", "labels", "accuracy (%)", "LRS", "seconds"):

@@ -35,8 +35,16 @@ def global_options(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     seed: int = typer.Option(None, "--seed", help="Fixes every random choice of the run (default 0)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    threads: int = typer.Option(
+        None, "--threads", help="torch CPU threads of each computing process (default: the cores it may "
+        "use: affinity and cgroup quota, or OMP_NUM_THREADS; per rank with --nproc). CPU results are "
+        "bit-identical for a given count.",
+    ),
 ) -> None:
-    settings.data_root, settings.device, settings.debug = data_root, device, debug
+    from ddz.threads import check_threads
+
+    check_threads(threads)
+    settings.data_root, settings.device, settings.debug, settings.threads = data_root, device, debug, threads
     settings.seed, settings.seed_given = (0, False) if seed is None else (seed, True)
 
 

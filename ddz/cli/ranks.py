@@ -77,6 +77,7 @@ def start_or_join(options: RankOptions) -> Any:
     from ddz.distributed.ranks import rank_device
 
     if in_rank_environment():
+        settings.use_threads()  # --threads, else the launcher's OMP_NUM_THREADS
         ranks = join_from_environment(options.dist_timeout, settings.torch_device)
         atexit.register(ranks.close)
         settings.device = rank_device(settings.torch_device, ranks)
@@ -101,10 +102,11 @@ def start_or_join(options: RankOptions) -> Any:
     if options.nproc == 1:
         from ddz.distributed.ranks import SINGLE
 
+        settings.use_threads()
         return SINGLE
     from ddz.distributed.local import LocalRanks
 
-    status = LocalRanks(options.nproc).run(settings.argv, _forward)
+    status = LocalRanks(options.nproc, settings.threads).run(settings.argv, _forward)
     if status:
         raise typer.Exit(status)
     return None

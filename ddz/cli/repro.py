@@ -97,6 +97,7 @@ def run_command(
     spec.scale(scale)
     config = LaunchConfig(launcher=launcher, jobs=jobs, threads=threads,
                           cluster=cluster_options(partition, gpus_per_job, cpus_per_job, time_limit, mem))
+    settings.use_threads()  # this process's; --threads after `run` is each worker's
     folder = (out_dir or default_folder(spec.name, scale)).absolute()
     # The smoke grid trains its small digits zoo inside its folder, so that it never clashes with
     # (or adds to) the user's zoo; the paper grid uses the zoo the environment names.
@@ -123,6 +124,8 @@ def run_command(
         for outcome in result.failed:
             console.print(f"[bold red]failed[/bold red] {outcome.key}: {outcome.error}", highlight=False,
                           soft_wrap=True)
+            if outcome.log_tail:
+                console.print(outcome.log_tail, highlight=False, markup=False, soft_wrap=True)
         raise DDZError(
             f"{len(result.failed)} cell(s) failed (see above and report.md); fix the cause and run the same "
             "command again: finished cells are skipped"

@@ -82,6 +82,7 @@ def train_command(
     recipe = _recipe(recipe_name, changes, milestones, snapshots, net_option)
     config = LaunchConfig(launcher=launcher, jobs=jobs, threads=threads, batch_seeds=batch_seeds,
                           cluster=cluster_options(partition, gpus_per_job, cpus_per_job, time_limit, mem))
+    settings.use_threads()  # this process's; --threads after `train` is each job's
     zoo, data, planned = _plan(dataset, arch, list(range(seed_start, seed_start + seeds)), recipe, resolution)
     started = time.perf_counter()
     with RichProgress() as progress:

@@ -5,6 +5,8 @@ Each rank is `python -m ddz ARGS` with torchrun's environment (RANK, WORLD_SIZE,
 it comes, except its one-line error, which waits; every rank's last line is kept. When a rank
 fails, the others get a few seconds to stop on their own and are then stopped, and the failure
 comes back as one line naming the rank that caused it (the others' errors are consequences).
+A rank that hangs (stopped, deadlocked) is the one still running after the others gave up
+waiting for it in a collective (--dist-timeout): it is stopped and named as the cause.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ddz.distributed.ranks import RankFailure
+from ddz.distributed.ranks import TIMED_OUT, RankFailure
 from ddz.errors import ConfigError
 from ddz.jobs import stop_process
+from ddz.threads import available_cores
 
 Forward = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line)
 SETTLE_S = 3.0  # how long the other ranks may take to stop by themselves after one failed
@@ -43,6 +47,14 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"was killed by signal {-returncode}"
     return f"exited with status {returncode}"
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter Linux gives process `pid` (R running, S sleeping, T stopped, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def rank_environment(
@@ -72,7 +84,8 @@ class _Rank:
 
 @dataclass(frozen=True)
 class LocalRanks:
-    """`nproc` ranks on this machine, `threads` CPU threads each (default: the cores shared out)."""
+    """`nproc` ranks on this machine, `threads` CPU threads each (default: the cores this process
+    may use, ddz.threads, shared out)."""
 
     nproc: int
     threads: int | None = None
@@ -85,7 +98,7 @@ class LocalRanks:
     def run(self, argv: list[str], forward: Forward, environ: dict[str, str] | None = None) -> int:
         """Run `ddz argv` as nproc ranks until all are done. 0: every rank succeeded; 2: rank 0
         stopped on bad input and has said so itself; otherwise RankFailure names the rank."""
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.nproc)
+        threads = self.threads or max(1, available_cores() // self.nproc)
         port, base = free_port(), dict(os.environ if environ is None else environ)
         ranks = []
         try:
@@ -121,12 +134,22 @@ class LocalRanks:
         deadline = time.monotonic() + self.settle_s
         while any(rank.proc.poll() is None for rank in ranks) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for rank in ranks:
-            if rank.proc.poll() is None:
-                rank.stopped_by_us = True
-                stop_process(rank.proc)
+        hung = [rank for rank in ranks if rank.proc.poll() is None]
+        states = {rank.rank: process_state(rank.proc.pid) for rank in hung}
+        for rank in hung:
+            rank.stopped_by_us = True
+            stop_process(rank.proc)
         _drain(ranks)
         failed = [r for r in ranks if not r.stopped_by_us and r.proc.returncode != 0]
+        if hung and failed and all(TIMED_OUT in r.last_line for r in failed):
+            # The others gave up waiting in a collective; the rank still running never answered.
+            culprit = hung[0]
+            how = " (it was stopped by a signal)" if states[culprit.rank] == "T" else ""
+            raise RankFailure(
+                f"rank {culprit.rank} of {len(ranks)} hung: it did not answer the other ranks within "
+                f"--dist-timeout{how}; its last line: {culprit.last_line or '(it printed nothing)'}; "
+                "run the same command again to resume from the last checkpoint"
+            )
         culprit = min(failed, key=lambda r: (_blame_order(r.proc.returncode), r.rank))
         if culprit.proc.returncode == USAGE_STATUS and ranks[0].proc.returncode == USAGE_STATUS:
             for line in ranks[0].held:

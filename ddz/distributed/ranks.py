@@ -20,6 +20,9 @@ import torch.distributed as dist
 from ddz.errors import ConfigError, DDZError
 
 DEFAULT_TIMEOUT_S = 300.0
+# How a collective that timed out is said: the launchers look for it to tell a rank that hung
+# (it never answered) from the ranks that waited for it.
+TIMED_OUT = "timed out waiting for the other ranks"
 
 
 class RankFailure(DDZError):
@@ -40,6 +43,7 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     tally: dict[str, Traffic] = field(default_factory=lambda: defaultdict(Traffic))
 
     @property
@@ -59,6 +63,11 @@ class Ranks:
             call(*args)
         except (RuntimeError, dist.DistError) as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if "timed out" in str(error).lower():
+                raise RankFailure(
+                    f"rank {self.rank}: {op} {TIMED_OUT} (--dist-timeout {self.timeout_s:g}s); "
+                    "one of them hangs or died"
+                ) from error
             raise RankFailure(
                 f"rank {self.rank}: {op} failed ({first}); another rank died or did not answer "
                 "within --dist-timeout"
@@ -138,7 +147,7 @@ def join(
         world_size=world,
         timeout=timedelta(seconds=timeout_s),
     )
-    return Ranks(rank, world, local_rank)
+    return Ranks(rank, world, local_rank, timeout_s)
 
 
 def rank_device(device: str, ranks: Ranks) -> str:

@@ -4,6 +4,7 @@ a log in the pool's folder; on GPUs each slot gets its own `CUDA_VISIBLE_DEVICES
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,11 @@ class LocalWorkers:
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 10) -> None:
-    """Terminate `proc`, and kill it if it has not exited after `grace_s` seconds."""
+    """Terminate `proc`, and kill it if it has not exited after `grace_s` seconds. A stopped
+    process (SIGSTOP, Ctrl-Z) is continued so that it gets the SIGTERM now."""
     if proc.poll() is None:
         proc.terminate()
+        proc.send_signal(signal.SIGCONT)  # (Popen ignores a process that has just gone)
         try:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ddz.errors import ConfigError, first_line
-from ddz.jobs.work import Ended, Handle, Work, prepare_status, read_status
+from ddz.jobs.work import LOG_TAIL_LINES, Ended, Handle, Work, log_tail, prepare_status, read_status
 
 QUEUE_CHECK_S = 3.0  # how often squeue is asked
 MISSING_GRACE_S = 8.0  # how long a status file may take to appear after its job left the queue
@@ -76,6 +76,22 @@ def slurm_cpus() -> int | None:
     return int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None
 
 
+# What slurmstepd writes into a job's log when it kills the job, and what that means for the user.
+_KILLS = (
+    (("Exceeded job memory limit", "exceeded memory limit", "oom_kill event", "OOM Killed"),
+     "was killed for using more memory than --mem allows; run again with a larger --mem"),
+    (("DUE TO TIME LIMIT",), "was killed at its time limit; run again with a longer --time"),
+)
+
+
+def gone_reason(job_id: str, tail: str | None) -> str:
+    """Why a SLURM job left the queue without a result, as far as its log tells."""
+    for marks, said in _KILLS:
+        if tail and any(mark in tail for mark in marks):
+            return f"slurm job {job_id} {said}"
+    return f"slurm job {job_id} ended without a result (killed, timed out or failed to start)"
+
+
 class SlurmJobs:
     """One SLURM job per work, named `name`; submitit's files go under FOLDER/slurm/<job id>."""
 
@@ -123,8 +139,7 @@ class SlurmJobs:
             return Ended(handle.work, None, handle.error or "not started")
         paths = handle.slurm_job.paths
         handle.log = paths.stderr if paths.stderr.exists() and paths.stderr.stat().st_size else paths.stdout
-        reason = (f"slurm job {handle.slurm_job.job_id} ended without a result "
-                  "(killed, timed out or failed to start)")
+        reason = gone_reason(str(handle.slurm_job.job_id), log_tail(handle.log, LOG_TAIL_LINES))
         return Ended(handle.work, read_status(handle.work.status), reason, handle.log)
 
     def cancel(self, handle: Handle) -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from filelock import FileLock
+
 from ddz.data import load_dataset
 from ddz.data.base import ImageDataset
 from ddz.devices import resolve_device
@@ -39,6 +41,7 @@ from ddz.zoo.api import Zoo
 from ddz.zoo.paths import ZooPaths
 
 CELL_FILE = "cell.json"
+CELL_LOCK = ".cell.lock"
 TAIL_LINES = 15
 Status = Literal["done", "skipped", "failed"]
 # What a cell keeps of each regime's report (the rest, distillation included, is the regimes' own)
@@ -119,11 +122,19 @@ def saved_outcome(folder: Path, cell: Cell, context: CellContext) -> CellOutcome
 def run_cell(cell: Cell, folder: Path, context: CellContext, progress: Progress | None = None,
              data: ImageDataset | None = None) -> CellOutcome:
     """Run (or resume, or reload) one cell; any error is caught and recorded as the cell's failure,
-    so that a grid goes on."""
-    saved = saved_outcome(folder, cell, context)
-    if saved is not None:
-        saved.status = "skipped"
-        return saved
+    so that a grid goes on. Under the cell's lock (flock on .cell.lock): a cell that another
+    process is running is waited for, then found done and skipped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / CELL_LOCK)):
+        saved = saved_outcome(folder, cell, context)
+        if saved is not None:
+            saved.status = "skipped"
+            return saved
+        return _run_unlocked(cell, folder, context, progress, data)
+
+
+def _run_unlocked(cell: Cell, folder: Path, context: CellContext, progress: Progress | None,
+                  data: ImageDataset | None) -> CellOutcome:
     started = time.perf_counter()
     try:
         reports = _distill_and_evaluate(cell, folder, context, progress or NullProgress(), data)

@@ -2,14 +2,16 @@
 submitit job per cell): the zoo's launcher configuration (ddz.zoo.launch) over ddz.jobs.
 
 Workers hand nothing back through return values: each cell leaves its cell.json in its folder
-(ddz.repro.cell), which the parent reads; a worker that dies without one is a failed cell with
-its log tail. A failed cell does not stop the grid.
+(ddz.repro.cell) and a copy in this launch's job folder, which the parent reads; a worker that
+dies without one is a failed cell with its log tail. A failed cell does not stop the grid.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ import torch
 
 from ddz.data.base import ImageDataset
 from ddz.errors import DDZError
+from ddz.io import atomic_write_json
 from ddz.jobs import Backend, Ended, LocalWorkers, SlurmJobs, Work, run_pool
 from ddz.progress import NullProgress, Progress, Task
-from ddz.repro.cell import CELL_FILE, CellContext, CellOutcome, cell_data, run_cell, saved_outcome
+from ddz.repro.cell import CellContext, CellOutcome, cell_data, run_cell, saved_outcome
 from ddz.repro.grid import Cell
 from ddz.zoo.launch import LaunchConfig
 
@@ -44,17 +47,23 @@ class CellJob:
         return cls(Cell.from_json(data["cell"]), Path(data["folder"]), CellContext.from_json(data["context"]))
 
 
-def run_job(spec: dict[str, Any], threads: int | None = None) -> str:
-    """Run one cell in a worker (a local process or a SLURM job); the outcome goes to its cell.json."""
+def run_job(spec: dict[str, Any], threads: int | None = None, status: str | None = None) -> str:
+    """Run one cell in a worker (a local process or a SLURM job); the outcome goes to its cell.json
+    and, for the launcher that started it, to `status`."""
     if threads:
         torch.set_num_threads(threads)
     job = CellJob.from_json(spec)
-    return run_cell(job.cell, job.folder, job.context).status
+    outcome = run_cell(job.cell, job.folder, job.context)
+    if status is not None:
+        atomic_write_json(status, outcome.to_json())
+    return outcome.status
 
 
-def cell_work(job: CellJob, threads: int | None) -> Work:
-    """A cell as ddz.jobs runs it: run_job in a worker, its cell.json the status it leaves."""
-    return Work(job.key, run_job, (job.to_json(), threads), job.folder / CELL_FILE)
+def cell_work(job: CellJob, threads: int | None, folder: Path) -> Work:
+    """A cell as ddz.jobs runs it: run_job in a worker. The status it leaves is this launch's own
+    (in `folder`), not the cell's cell.json, which another run of the grid may be writing."""
+    status = folder / f"{job.key}.status.json"
+    return Work(job.key, run_job, (job.to_json(), threads, str(status)), status)
 
 
 def cell_outcome(job: CellJob, ended: Ended) -> CellOutcome:
@@ -109,7 +118,9 @@ def run_cells(cells: list[Cell], root: Path, context: CellContext, config: Launc
         for job, outcome in _inline(pending, progress, counts):
             outcomes[job.key] = outcome
     elif pending:
-        for job, outcome in _elsewhere(pending, launcher, config, root / "jobs", counts):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        folder = root / "jobs" / f"cells-{stamp}-{os.getpid()}"  # this launch's (see cell_work)
+        for job, outcome in _elsewhere(pending, launcher, config, folder, counts):
             outcomes[job.key] = outcome
     counts.task.close()
     return [outcomes[cell.key] for cell in cells]
@@ -146,7 +157,7 @@ def _elsewhere(jobs: list[CellJob], launcher: str, config: LaunchConfig, folder:
         limit, threads = config.jobs or len(jobs), config.slurm_threads
         backend = SlurmJobs(folder, config.cluster, "ddz-repro")
     by_key = {job.key: job for job in jobs}
-    works = [cell_work(job, threads) for job in jobs]
+    works = [cell_work(job, threads, folder) for job in jobs]
     for ended in run_pool(works, backend, limit, config.poll_s, on_start=lambda work: counts.started()):
         job = by_key[ended.work.key]
         outcome = cell_outcome(job, ended)

@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 import torch
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from ddz import __version__
 from ddz.data import check_data_reachable, load_dataset
@@ -104,8 +104,11 @@ def train_runs(
     results: dict[str, RunResult] = {}
     with ExitStack() as locks:
         runs = []
-        for job in jobs:
+        # Locks are taken in one global order (the run folders'), so two processes whose grids
+        # overlap wait for each other's seeds instead of deadlocking.
+        for job in sorted(jobs, key=lambda j: str(j.run_dir)):
             locks.enter_context(_run_lock(job))
+        for job in jobs:
             if run_state(job) == "done":
                 results[job.key] = result_from_done(job, "skipped")  # type: ignore[assignment]
                 continue
@@ -142,18 +145,11 @@ def _training_data(job: TrainJob, data: ImageDataset | None, device: str) -> tup
 
 @contextmanager
 def _run_lock(job: TrainJob):
+    """The run's lock (flock on .run.lock, released by the kernel if the process dies). A seed
+    that another process is training is waited for; it is then found done and skipped."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(job.run_dir / ".run.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ConfigError(
-            f"{job.run_name} is being trained by another process right now; wait for it"
-        ) from None
-    try:
+    with FileLock(str(job.run_dir / ".run.lock")):
         yield
-    finally:
-        lock.release()
 
 
 def _snapshot_meta(job: TrainJob, epoch: int, net: torch.nn.Module, data: ImageDataset, device: str,
