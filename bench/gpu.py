@@ -1,7 +1,7 @@
 """The GPU bench: every method's iteration and the evaluation epoch of ddz against a reference-style
 loop on the same device, in the same process, at CIFAR-10 shapes; one JSON and one markdown table.
 
-    python bench/gpu.py                     # device auto (CUDA when visible); about 3-5 minutes on one H100
+    python bench/gpu.py                     # device auto (CUDA when visible); sized for < 8 min on an H100
     python bench/gpu.py --quick             # tiny shapes, a CPU-sized check that the bench works (< 1 min)
     python bench/gpu.py --out DIR           # writes DIR/gpu.json and DIR/gpu.md (default bench-out/)
 
@@ -31,6 +31,9 @@ Seconds are medians of interleaved rounds after a warm-up (the warm-up, which in
 first calls and the CUDA graph capture, is in the JSON as first_iteration_seconds / warmup_s).
 --quick: 4 classes of 1x16x16 images, IPC 2, width 16, DSA 2 outer x 1 inner, MTT syn_steps 3,
 evaluation N = 1, 2, zoo 2 seeds x 32 images, one round, one CPU thread.
+
+Not yet run on a GPU: the 8-minute size is an estimate from earlier H200 timings of
+bench/eval_speed.py and bench/distill_speed.py (MTT), not a measurement.
 """
 
 from __future__ import annotations
