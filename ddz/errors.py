@@ -43,6 +43,16 @@ class HubError(DDZError):
     """A hub could not be reached or refused a request; raised from the library's own error."""
 
 
+class DiskFullError(DDZError):
+    """A file could not be written for want of space (ENOSPC) or quota (EDQUOT): `path` is the
+    file, `device` the mount point of its file system. Nothing was replaced: the previous file
+    is intact and no temporary file is left."""
+
+    def __init__(self, message: str, path: object, device: object):
+        super().__init__(message)
+        self.path, self.device = path, device
+
+
 class OfflineError(DDZError):
     """Offline, and `missing` (PTM names) are only on a remote hub."""
 

@@ -15,6 +15,7 @@ A record that keeps a file's sha256 (a manifest, a registry entry, a sidecar) pa
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ddz.errors import IntegrityError
+from ddz.errors import DiskFullError, IntegrityError
 
 if TYPE_CHECKING:  # listing the zoo and `ddz --help` import no torch; reading and writing tensors do
     import torch
@@ -68,7 +69,11 @@ def read_verified(path: str | Path, expected_sha256: str | None, remedy: str = R
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise IntegrityError(f"{path} is missing; {remedy.replace('delete it and ', '')}") from None
+        recorded = f" (its recorded sha256 is {expected_sha256})" if expected_sha256 else ""
+        raise IntegrityError(f"{path} is missing{recorded}; {remedy.replace('delete it and ', '')}",
+                             expected=expected_sha256) from None
+    except OSError as error:
+        raise IntegrityError(f"cannot read {path} ({error.strerror}); {remedy}") from None
     actual = sha256_bytes(data)
     check_sha256(path, actual, expected_sha256, remedy)
     return data, actual
@@ -88,29 +93,58 @@ def content_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)`, fsync the result, then rename it onto `path`."""
+    """Call `write(tmp_path)`, fsync the result, then rename it onto `path`. On a full disk (or
+    an exhausted quota) the temporary file is removed, `path` keeps its previous bytes, and a
+    DiskFullError says where."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as error:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, error) from error
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the file system that holds `path` (or would hold it)."""
+    here = Path(os.path.abspath(path))
+    while not os.path.ismount(here) and here != here.parent:
+        here = here.parent
+    return here
+
+
+def disk_full(path: str | Path, error: OSError) -> DiskFullError:
+    """One line for ENOSPC / EDQUOT while writing `path`."""
+    device = mount_point(Path(path).parent)
+    if error.errno == errno.EDQUOT:
+        return DiskFullError(f"disk quota exceeded on {device} writing {path}; free space (or raise the "
+                             "quota) and rerun", path=path, device=device)
+    return DiskFullError(f"no space left on {device} writing {path}; free space and rerun",
+                         path=path, device=device)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -140,59 +174,72 @@ def _unreadable(path: str | Path, why: object) -> IntegrityError:
     return IntegrityError(f"{path} is not a readable safetensors file ({why}); {REDO}")
 
 
-def _parse_header(prefix: bytes, read: Callable[[int], bytes], path: str | Path) -> tuple[dict, int]:
+def _parse_header(prefix: bytes, read: Callable[[int], bytes], path: str | Path,
+                  size: int) -> tuple[dict, int]:
+    """The JSON header of a safetensors file of `size` bytes whose first 8 bytes are `prefix`.
+    The declared length is checked against the file's size before anything is read, so a
+    hostile length allocates nothing."""
     try:
+        if len(prefix) != 8:
+            raise ValueError(f"{size} bytes, shorter than the 8-byte header length")
         (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8:
+            raise ValueError(f"its header length {length} is larger than the file ({size} bytes)")
         if length > MAX_HEADER:
-            raise ValueError("header too large")
+            raise ValueError(f"its header length {length} is over {MAX_HEADER} bytes")
         text = read(length)
         if len(text) != length:
             raise ValueError("truncated header")
-        return json.loads(text), length
-    except (struct.error, ValueError, UnicodeDecodeError) as error:
+        header = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise _unreadable(path, error) from None
+    if not isinstance(header, dict):
+        raise _unreadable(path, f"its header is a JSON {type(header).__name__}, not an object")
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict)
+                                 and all(isinstance(v, str) for v in meta.values())):
+        raise _unreadable(path, "its __metadata__ is not a string -> string map")
+    return header, length
 
 
 def read_header(path: str | Path) -> dict[str, str]:
     """A tensor file's str -> str header, read without its tensors."""
     try:
         with open(path, "rb") as handle:
-            header, _ = _parse_header(handle.read(8), handle.read, path)
+            size = os.fstat(handle.fileno()).st_size
+            header, _ = _parse_header(handle.read(8), handle.read, path, size)
     except FileNotFoundError:
         raise IntegrityError(f"{path} is missing; re-train or re-pull it") from None
     return dict(header.get("__metadata__") or {})
 
 
-def _canonical_header(path: Path) -> None:
-    """Rewrite the header with its metadata keys sorted, padded to the same length: safetensors
-    writes them in hash-map order, which differs between processes."""
-    with open(path, "r+b") as handle:
-        header, length = _parse_header(handle.read(8), handle.read, path)
-        meta = header.pop("__metadata__", None)
-        ordered = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
-        ordered.update(header)
-        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(text) <= length:  # always, for the writer's own output
-            handle.seek(8)
-            handle.write(text + b" " * (length - len(text)))
+def _canonical_header(data: bytes) -> bytes:
+    """The file's bytes with the header's metadata keys sorted, padded to the same length:
+    safetensors writes them in hash-map order, which differs between processes."""
+    position = 8
+    header, length = _parse_header(data[:8], lambda n: data[position:position + n], "<serialized>", len(data))
+    meta = header.pop("__metadata__", None)
+    ordered = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+    ordered.update(header)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > length:  # never, for the writer's own output
+        return data
+    return data[:8] + text + b" " * (length - len(text)) + data[8 + length:]
 
 
 def write_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], format: str,
                   metadata: Mapping[str, str] | None = None) -> str:
-    """Atomically write a tensor file (CPU copies of `tensors`, the ddz header); its sha256."""
-    from safetensors.torch import save_file
+    """Atomically write a tensor file (CPU copies of `tensors`, the ddz header); its sha256.
+    The file is serialised in memory and written by Python, so that a full disk is an OSError
+    (ENOSPC) that atomic_write turns into one line."""
+    from safetensors.torch import save
 
     owned = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     header = {**(metadata or {}), FORMAT_KEY: format, CONTENT_KEY: content_sha256(owned)}
-    digest: list[str] = []
-
-    def write(tmp: Path) -> None:
-        save_file(owned, str(tmp), metadata=header)
-        _canonical_header(tmp)
-        digest.append(sha256_file(tmp))
-
-    atomic_write(path, write)
-    return digest[0]
+    data = _canonical_header(save(owned, metadata=header))
+    del owned
+    atomic_write_bytes(path, data)
+    return sha256_bytes(data)
 
 
 def read_tensors(path: str | Path, formats: str | Sequence[str], expected_sha256: str | None = None,
@@ -205,7 +252,7 @@ def read_tensors(path: str | Path, formats: str | Sequence[str], expected_sha256
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     data, actual = read_verified(path, expected_sha256, remedy)
     position = 8
-    header, length = _parse_header(data[:8], lambda n: data[position:position + n], path)
+    header, length = _parse_header(data[:8], lambda n: data[position:position + n], path, len(data))
     meta = dict(header.get("__metadata__") or {})
     tag = meta.pop(FORMAT_KEY, None)
     tag = LEGACY_FORMATS.get(tag, tag)
