@@ -14,21 +14,93 @@ from typing import Any
 
 import yaml
 
-from ddz.errors import ConfigError, closest
+from ddz.errors import ConfigError, closest, first_line
+
+STR_TAG = "tag:yaml.org,2002:str"  # a plain (or quoted) string scalar
+
+
+MAX_DEPTH = 64  # levels of nesting: no ddz file needs more than a few
+MAX_NODES = 1_000_000  # values once aliases are expanded: refuses "billion laughs"
+_OPEN = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
+         yaml.BlockMappingStartToken)
+_CLOSE = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+
+
+def _check_depth(text: str, source: Path) -> None:
+    """Refuse deep nesting from the tokens, before PyYAML's recursive (and, for `[[[...`,
+    quadratic) parser sees it."""
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = token.start_mark
+                raise ConfigError(f"{source}:{mark.line + 1}:{mark.column + 1}: nested more than {MAX_DEPTH} "
+                                  "levels deep; no ddz file needs that many")
+        elif isinstance(token, _CLOSE):
+            depth -= 1
+
+
+def _check_size(root: yaml.Node, source: Path) -> None:
+    """Refuse a node graph that refers to itself or expands (through aliases) past MAX_NODES."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = [] if isinstance(node, yaml.ScalarNode) else list(node.value)
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_NODES:
+                raise ConfigError(f"{source}: its aliases expand to more than {MAX_NODES} values; write the "
+                                  "values out")
+            continue
+        if key in sizes:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                mark = child.start_mark
+                raise ConfigError(f"{source}:{mark.line + 1}:{mark.column + 1}: an alias refers to the value "
+                                  "that holds it; write the values out")
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def load_yaml(text: str, source: Path) -> Any:
+    """A YAML document's plain value, read as parse_nodes reads it."""
+    return parse_nodes(text, source)[1]
 
 
 def parse_nodes(text: str, source: Path) -> tuple[yaml.Node | None, Any]:
-    """The document's root node and its plain value; invalid YAML is one line with file:line."""
-    loader = yaml.SafeLoader(text)
+    """The document's root node and its plain value; invalid YAML is one line with file:line.
+    Hostile documents are one line too: nested too deeply, or aliases that refer to themselves
+    or expand past MAX_NODES values."""
+    loader = None
     try:
+        _check_depth(text, source)
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
+        if root is not None:
+            _check_size(root, source)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
         raise ConfigError(f"{where}: not valid YAML ({error.problem or error.context})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML ({first_line(error)})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read; write it with fewer levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return root, data
 
 
@@ -49,8 +121,9 @@ class NodeChecker:
             raise self.fail(node, f"{what} must be a mapping (key: value lines)")
         items, seen = [], set()
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail(key_node, f"keys of {what} must be plain names")
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == STR_TAG):
+                shown = f" (quote {key_node.value!r})" if isinstance(key_node, yaml.ScalarNode) else ""
+                raise self.fail(key_node, f"keys of {what} must be plain names{shown}")
             key = key_node.value
             if key in seen:
                 raise self.fail(key_node, f"{key!r} appears twice in {what}")

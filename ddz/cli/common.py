@@ -95,14 +95,19 @@ class RichProgress:
             expand=True,
         )
 
+        self.started = False
+
     def __enter__(self) -> RichProgress:
-        self.progress.__enter__()
-        return self
+        return self  # the bars start with the first task: a command that fails before prints none
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+        if self.started:
+            self.progress.__exit__(*exc)
 
     def task(self, description: str, total: int | None) -> _RichTask:
+        if not self.started:
+            self.progress.__enter__()
+            self.started = True
         return _RichTask(self.progress, self.progress.add_task(description, total=total), description)
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from ddz.errors import DataError
+from ddz.errors import DataError, IntegrityError
 from ddz.io import read_tensors, write_tensors
+from ddz.zoo.records import first_key
 
 SYNSET_FORMAT = "ddz.synset/1"
 CHECKPOINT_FORMAT = "ddz.distill-checkpoint/1"
@@ -85,7 +86,17 @@ def _read(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     read = read_tensors(path, fmt, remedy="delete it")
-    return read.tensors, json.loads(read.metadata[METADATA_KEY])
+    try:
+        meta = json.loads(read.metadata[METADATA_KEY])
+    except (KeyError, ValueError, RecursionError) as error:
+        raise _malformed(path, error) from None
+    if not isinstance(meta, dict):
+        raise _malformed(path, ValueError(f"{METADATA_KEY} is not a JSON object"))
+    return read.tensors, meta
+
+
+def _malformed(path: Path, error: BaseException) -> IntegrityError:
+    return IntegrityError(f"{path} lacks valid ddz metadata ({first_key(error)}); delete it")
 
 
 def save_synset(path: str | Path, synset: SynSet) -> Path:
@@ -104,6 +115,13 @@ def load_synset(path: str | Path) -> SynSet:
             f"no synthetic set at {path}; give the {SYNSET_FILE} written by `ddz distill` or its run folder"
         )
     tensors, meta = _read(path, SYNSET_FORMAT)
+    try:
+        return _synset(tensors, meta)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise _malformed(path, error) from None
+
+
+def _synset(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> SynSet:
     return SynSet(
         images=tensors["images"], labels=tensors["labels"],
         dataset=meta["dataset"], method=meta["method"], ipc=int(meta["ipc"]), seed=int(meta["seed"]),
@@ -134,8 +152,12 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     tensors, meta = _read(Path(path), CHECKPOINT_FORMAT)
-    return Checkpoint(
-        images=tensors["images"], momentum=tensors.get("momentum"),
-        iteration=int(meta["iteration"]), seconds=float(meta["seconds"]), run=meta["run"],
-        extra={name[len("extra."):]: value for name, value in tensors.items() if name.startswith("extra.")},
-    )
+    try:
+        return Checkpoint(
+            images=tensors["images"], momentum=tensors.get("momentum"),
+            iteration=int(meta["iteration"]), seconds=float(meta["seconds"]), run=meta["run"],
+            extra={name[len("extra."):]: value for name, value in tensors.items()
+                   if name.startswith("extra.")},
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise _malformed(Path(path), error) from None

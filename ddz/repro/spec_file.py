@@ -161,12 +161,12 @@ def _grid(read: _Reader, node: yaml.Node, data: Any, pools: dict[str, Pool],
                 block[axis] = tuple(read.integer(n, v, "an IPC") for n, v in pairs)
             elif axis == "pool":
                 for n, v in pairs:
-                    if v not in pools:
+                    if read.string(n, v, "a pool") not in pools:
                         raise read.fail(n, unknown_name("pool", str(v), pools))
                 block[axis] = tuple(v for _, v in pairs)
             elif axis == "experts":
                 for n, v in pairs:
-                    if v not in experts:
+                    if read.string(n, v, "an expert buffer") not in experts:
                         raise read.fail(n, unknown_name("expert buffer", str(v), experts))
                 block[axis] = tuple(v for _, v in pairs)
             else:

@@ -14,11 +14,14 @@ from typing import Any
 import yaml
 
 from ddz import __version__
-from ddz.errors import ConfigError
+from ddz.errors import ConfigError, first_line
 from ddz.io import atomic_write_text
+from ddz.yaml_nodes import load_yaml
+from ddz.zoo.external_spec import check_external
 from ddz.zoo.records import HEX40, HEX64, SOURCES, Resolved, utc_now
 
 LOCK_FORMAT = "ddz.lock/1"
+TEXT_FIELDS = ("hub", "repo", "revision", "path", "sha256", "local_path")
 
 
 def _is_yaml(path: Path) -> bool:
@@ -61,10 +64,12 @@ def read_lock(path: str | Path) -> list[Resolved]:
         hint = f"write one with `ddz zoo lock QUERY -o {path}`"
         raise ConfigError(f"lockfile {path} does not exist; {hint}") from None
     try:
-        document = yaml.safe_load(text) if _is_yaml(path) else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as error:
-        kind = "YAML" if _is_yaml(path) else "JSON"
-        raise ConfigError(f"lockfile {path} is not valid {kind} ({error})") from None
+        document = load_yaml(text, path) if _is_yaml(path) else json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"lockfile {path} is not valid JSON ({first_line(error)})") from None
+    except RecursionError:
+        raise ConfigError(f"lockfile {path} is nested too deeply to be a lockfile; write it with "
+                          "`ddz zoo lock QUERY -o FILE`") from None
     if not isinstance(document, dict) or document.get("format") != LOCK_FORMAT:
         raise ConfigError(f"{path} is not a ddz lockfile (expected format {LOCK_FORMAT!r})")
     entries = document.get("ptms")
@@ -75,12 +80,23 @@ def read_lock(path: str | Path) -> list[Resolved]:
         where = f"lockfile {path}, ptms[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ConfigError(f"{where}: each row needs a name")
+        if entry.get("source") not in SOURCES:
+            raise ConfigError(f"{where} ({entry['name']}): source must be one of {', '.join(SOURCES)}")
+        bad = next((key for key in TEXT_FIELDS
+                    if entry.get(key) is not None and not isinstance(entry[key], str)), None)
+        if bad is not None:
+            raise ConfigError(f"{where} ({entry['name']}): {bad} must be a string or null")
+        metadata = entry.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ConfigError(f"{where} ({entry['name']}): metadata must be a mapping")
         try:
+            if entry["source"] == "external":
+                check_external(entry["name"], metadata or {})
             row = Resolved.from_json(entry)
-        except (KeyError, TypeError, ValueError) as error:
-            raise ConfigError(f"{where} ({entry['name']}): bad metadata ({error})") from None
-        if row.source not in SOURCES:
-            raise ConfigError(f"{where} ({row.name}): source must be one of {', '.join(SOURCES)}")
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+            raise ConfigError(f"{where} ({entry['name']}): bad metadata ({first_line(error)})") from None
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
         if row.source != "external" and not (row.sha256 and HEX64.fullmatch(row.sha256)):
             raise ConfigError(f"{where} ({row.name}): sha256 must be 64 hex digits")
         if row.on_hub and not (row.revision and HEX40.fullmatch(row.revision) and row.path):

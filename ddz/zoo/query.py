@@ -15,9 +15,10 @@ local zoo, the registry, external sources) is ddz.zoo.registry's job.
 
 from __future__ import annotations
 
+import itertools
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, get_args
@@ -25,6 +26,8 @@ from typing import Any, Literal, get_args
 from ddz.errors import NotFoundError, QueryError, closest
 
 MAX_ALTERNATIVES = 10_000
+MAX_BRACE_DEPTH = 32
+MAX_QUERY = 10_000  # characters
 Selector = Literal["last", "best"]
 SELECTORS: tuple[str, ...] = get_args(Selector)
 BEST_METRIC = "test_acc"
@@ -54,23 +57,36 @@ def _class_regex(body: str) -> str:
     return "[" + ("^" if negate else "") + "".join(out) + "]"
 
 
-def _glob_regex(alternative: str) -> str:
-    """One brace-free glob as a regex (classes kept verbatim from the expansion)."""
-    out, i = [], 0
+def _glob_regex(alternative: str, groups: Iterator[int]) -> str:
+    """One brace-free glob as a regex (classes kept verbatim from the expansion). Between two
+    stars a segment matches at its first place, in a lookahead the regex engine cannot return
+    into (fnmatch's trick): linear in the name, where `.*a.*a.*a...b` would backtrack
+    exponentially."""
+    pieces: list[str | None] = []  # None: a star
+    i = 0
     while i < len(alternative):
         ch = alternative[i]
         if ch == "*":
-            out.append(".*")
+            if not pieces or pieces[-1] is not None:
+                pieces.append(None)
         elif ch == "?":
-            out.append(".")
+            pieces.append(".")
         elif ch == "[":
             end = _class_end(alternative, i)
-            out.append(_class_regex(alternative[i + 1 : end]))
+            pieces.append(_class_regex(alternative[i + 1 : end]))
             i = end
         else:
-            out.append(re.escape(ch))
+            pieces.append(re.escape(ch))
         i += 1
-    return "".join(out)
+    stars = [n for n, piece in enumerate(pieces) if piece is None]
+    if not stars:
+        return "".join(p for p in pieces if p is not None)
+    out = "".join(p for p in pieces[: stars[0]] if p is not None)
+    for start, end in zip(stars, stars[1:], strict=False):
+        segment = "".join(p for p in pieces[start + 1 : end] if p is not None)
+        group = f"g{next(groups)}"
+        out += f"(?=(?P<{group}>.*?{segment}))(?P={group})"
+    return out + ".*" + "".join(p for p in pieces[stars[-1] + 1 :] if p is not None)
 
 
 def _class_end(text: str, start: int) -> int:
@@ -91,6 +107,7 @@ class _Expander:
 
     def __init__(self, text: str, axis: str):
         self.text, self.axis = text, axis
+        self.depth = 0
 
     def fail(self, what: str) -> QueryError:
         return QueryError(f"{what} in the {self.axis} axis {self.text!r}")
@@ -132,13 +149,25 @@ class _Expander:
                 continue
             if ch == "]":
                 raise self.fail("unexpected ']'")
-            results = [r + ch for r in results]
-            pos += 1
+            end = pos + 1
+            while end < len(text) and text[end] not in "{},[]":
+                end += 1
+            results = [r + text[pos:end] for r in results]  # a literal run at once: linear in the text
+            pos = end
         if in_brace:
             raise self.fail("unclosed '{'")
         return results, pos
 
     def _brace(self, pos: int) -> tuple[list[str], int]:
+        self.depth += 1
+        if self.depth > MAX_BRACE_DEPTH:
+            raise self.fail(f"braces nested more than {MAX_BRACE_DEPTH} deep")
+        try:
+            return self._brace_body(pos)
+        finally:
+            self.depth -= 1
+
+    def _brace_body(self, pos: int) -> tuple[list[str], int]:
         numeric = re.compile(r"\{(-?\d{1,9})\.\.(-?\d{1,9})\}").match(self.text, pos)
         if numeric:
             lo, hi = int(numeric.group(1)), int(numeric.group(2))
@@ -173,7 +202,9 @@ class Glob:
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
-        return re.compile("(?:" + "|".join(_glob_regex(a) for a in self.alternatives) + r")\Z", re.DOTALL)
+        groups = itertools.count()
+        return re.compile("(?:" + "|".join(_glob_regex(a, groups) for a in self.alternatives) + r")\Z",
+                          re.DOTALL)
 
     def match(self, value: str) -> bool:
         return self.regex.match(value) is not None
@@ -218,6 +249,9 @@ class Query:
             raise QueryError(f"a query is a string, got {type(text).__name__}")
         if not text.strip():
             raise QueryError("empty query; write DATASET[/ARCH[/SEED]][@SNAPSHOT], e.g. digits/*@epoch4")
+        if len(text) > MAX_QUERY:
+            raise QueryError(f"query {text[:40]!r}... is {len(text)} characters long, more than {MAX_QUERY}; "
+                             "use globs and {N..M} ranges")
         if not text.isprintable():
             raise QueryError(f"query {text!r} contains a non-printable character")
         if bad := _FORBIDDEN.search(text):

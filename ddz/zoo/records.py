@@ -175,11 +175,15 @@ class SnapshotMeta:
                     continue
                 text = raw[f.name]
                 values[f.name] = text if f.type == "str" else json.loads(text)
-        except (KeyError, ValueError, QueryError) as error:
+            values["classes"] = tuple(str(c) for c in values["classes"])
+            values["mean"] = tuple(float(m) for m in values["mean"])
+            values["std"] = tuple(float(s) for s in values["std"])
+            for key, kind in (("net_config", dict), ("metrics", dict), ("recipe", dict)):
+                if not isinstance(values[key], kind):
+                    raise ValueError(f"{key} is not a JSON object")
+            int(values["net_config"]["image_size"]), int(values["net_config"]["in_channels"])
+        except (KeyError, ValueError, TypeError, RecursionError, QueryError) as error:
             raise IntegrityError(f"{path} lacks valid ddz snapshot metadata ({first_key(error)})") from None
-        values["classes"] = tuple(str(c) for c in values["classes"])
-        values["mean"] = tuple(float(m) for m in values["mean"])
-        values["std"] = tuple(float(s) for s in values["std"])
         known = {f.name for f in fields(cls)} | set(derived)
         return cls(name=name, **values, extra={k: v for k, v in raw.items() if k not in known})
 

@@ -154,6 +154,7 @@ def _validate(root: yaml.Node, data: Any, source: Path) -> Registry:
             check.keys(items, ENTRY_KEYS, ENTRY_REQUIRED, value_node, what)
             raw = data["entries"][name]
             fields = {key: node for key, _, node in items}
+            check.text(fields["hub"], raw["hub"], f"{what}: hub")
             if raw["hub"] not in registry.hubs:
                 listed = ", ".join(registry.hubs) or "none"
                 raise check.fail(fields["hub"], f"{what}: hub {raw['hub']!r} is not under hubs ({listed})")
