@@ -56,6 +56,9 @@ class Spoiler:
         self.steps.append(steps)
         self.done += steps
         if self.path is not None and self.done == self.after:
+            if self.how == "delete":
+                self.path.unlink()
+                return
             data = self.path.read_bytes()
             if self.how == "truncate":
                 self.path.write_bytes(data[: len(data) // 2])
@@ -112,6 +115,16 @@ def test_an_expert_truncated_under_a_running_mtt_run_stops_it_and_the_run_resume
     whole = run(replace(request, out=str(tmp_path / "whole")), RunContext(zoo, data=digits))
     assert resumed.iterations == 4 and resumed.lr == whole.lr
     assert torch.equal(load_synset(tmp_path / "run").images, load_synset(tmp_path / "whole").images)
+
+
+def test_an_expert_deleted_under_a_running_mtt_run_is_named_with_its_sha256(zoo, digits, tmp_path):
+    path, sha256 = _record(zoo, "digits/convnet3/seed0@epoch1")
+    request = RunRequest("digits", MTT, experts=("digits/convnet3/seed0",), evaluation=None,
+                         out=str(tmp_path / "run"), checkpoint_every=1)
+    with pytest.raises(IntegrityError) as caught:
+        run(request, RunContext(zoo, data=digits, progress=Spoiler(path, after=1, how="delete")))
+    assert str(caught.value) == f"{path} is missing (its recorded sha256 is {sha256}); re-train or re-pull it"
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 1
 
 
 @pytest.mark.slow
