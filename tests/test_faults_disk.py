@@ -19,18 +19,9 @@ import pytest
 import torch
 from olah_server import save_snapshot
 
+from ddz.distill import synset as stored
 from ddz.distill.loop import distill
 from ddz.distill.methods import DistillConfig
-from ddz.distill.synset import (
-    CHECKPOINT_FILE,
-    SYNSET_FILE,
-    Checkpoint,
-    SynSet,
-    load_checkpoint,
-    load_synset,
-    save_checkpoint,
-    save_synset,
-)
 from ddz.errors import DiskFullError
 from ddz.nets import build_net
 from ddz.zoo.lockfile import read_lock, write_lock
@@ -98,24 +89,25 @@ def _images(version: int) -> torch.Tensor:
 
 
 def _checkpoint(folder: Path, version: int) -> Path:
-    record = Checkpoint(_images(version), None, version, 1.0, {"run": "test"})
-    return save_checkpoint(folder / "run" / CHECKPOINT_FILE, record)
+    record = stored.Checkpoint(_images(version), None, version, 1.0, {"run": "test"})
+    return stored.save_checkpoint(folder / "run" / stored.CHECKPOINT_FILE, record)
 
 
 def _check_checkpoint(path: Path, version: int) -> None:
-    assert load_checkpoint(path).iteration == version and torch.equal(load_checkpoint(path).images,
-                                                                       _images(version))
+    checkpoint = stored.load_checkpoint(path)
+    assert checkpoint.iteration == version and torch.equal(checkpoint.images, _images(version))
 
 
 def _synset(folder: Path, version: int) -> Path:
     classes = [str(i) for i in range(10)]
-    synset = SynSet(_images(version), torch.arange(10), "digits", "dm", 1, version, {}, classes,
+    synset = stored.SynSet(_images(version), torch.arange(10), "digits", "dm", 1, version, {}, classes,
                     (0.5,), (0.25,))
-    return save_synset(folder / "run" / SYNSET_FILE, synset)
+    return stored.save_synset(folder / "run" / stored.SYNSET_FILE, synset)
 
 
 def _check_synset(path: Path, version: int) -> None:
-    assert load_synset(path).seed == version and torch.equal(load_synset(path).images, _images(version))
+    synset = stored.load_synset(path)
+    assert synset.seed == version and torch.equal(synset.images, _images(version))
 
 
 def _registry(folder: Path, version: int) -> Path:
@@ -196,14 +188,14 @@ def test_a_distillation_that_fills_the_disk_stops_and_resumes_from_its_checkpoin
     with pytest.raises(DiskFullError) as caught:
         distill(digits, config, seed=0, out_dir=out, checkpoint_every=2,
                 watch=fill_after_the_first_checkpoint, watch_every=1)
-    assert str(caught.value) == disk.line(out / CHECKPOINT_FILE)
-    assert load_checkpoint(out / CHECKPOINT_FILE).iteration == 2 and disk.temporaries() == []
+    assert str(caught.value) == disk.line(out / stored.CHECKPOINT_FILE)
+    assert stored.load_checkpoint(out / stored.CHECKPOINT_FILE).iteration == 2 and disk.temporaries() == []
     disk.free()
     progress = Iterations()
     resumed = distill(digits, config, seed=0, out_dir=out, checkpoint_every=2, progress=progress)
     assert progress.steps[0] == 2  # resumed at iteration 2, not restarted
     assert torch.equal(resumed.images, whole.images)
-    assert load_synset(out / SYNSET_FILE).iterations == 4 and disk.temporaries() == []
+    assert stored.load_synset(out / stored.SYNSET_FILE).iterations == 4 and disk.temporaries() == []
 
 
 def test_zoo_lock_onto_a_full_disk_is_one_line_and_exit_2_then_the_rerun_completes(disk, run_ddz, tmp_path):
@@ -228,9 +220,9 @@ def test_ddz_distill_onto_a_full_disk_is_one_line_and_exit_2_then_the_rerun_comp
     result = run_ddz(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {disk.line(out / CHECKPOINT_FILE)}"] == result.stderr.splitlines()[-1:]
+    assert errors == [f"error: {disk.line(out / stored.CHECKPOINT_FILE)}"] == result.stderr.splitlines()[-1:]
     assert disk.temporaries() == []
     disk.free()
     done = run_ddz(*args)
     assert done.returncode == 0, done.stderr
-    assert load_synset(out).iterations == 2 and disk.temporaries() == []
+    assert stored.load_synset(out).iterations == 2 and disk.temporaries() == []
