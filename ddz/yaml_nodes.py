@@ -24,19 +24,31 @@ MAX_NODES = 1_000_000  # values once aliases are expanded: refuses "billion laug
 _OPEN = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
          yaml.BlockMappingStartToken)
 _CLOSE = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _deep(source: Path, text: str, offset: int) -> ConfigError:
+    line = text.count("\n", 0, offset)
+    column = offset - (text.rfind("\n", 0, offset) + 1)
+    return ConfigError(f"{source}:{line + 1}:{column + 1}: nested more than {MAX_DEPTH} levels deep; no ddz "
+                       "file needs that many")
 
 
 def _check_depth(text: str, source: Path) -> None:
-    """Refuse deep nesting from the tokens, before PyYAML's recursive (and, for `[[[...`,
-    quadratic) parser sees it."""
+    """Refuse deep nesting before PyYAML's recursive parser sees it: flow brackets by a plain scan
+    of the characters first (PyYAML's scanner is slow on `[[[...`: a thousand of them per
+    simple-key window), then every kind of nesting from the tokens."""
+    depth = 0
+    for bracket in _BRACKETS.finditer(text):
+        depth = depth + 1 if bracket.group() in "[{" else max(depth - 1, 0)
+        if depth > MAX_DEPTH:
+            raise _deep(source, text, bracket.start())
     depth = 0
     for token in yaml.scan(text, Loader=yaml.SafeLoader):
         if isinstance(token, _OPEN):
             depth += 1
             if depth > MAX_DEPTH:
-                mark = token.start_mark
-                raise ConfigError(f"{source}:{mark.line + 1}:{mark.column + 1}: nested more than {MAX_DEPTH} "
-                                  "levels deep; no ddz file needs that many")
+                raise _deep(source, text, token.start_mark.index)
         elif isinstance(token, _CLOSE):
             depth -= 1
 

@@ -34,7 +34,7 @@ from ddz.zoo.query import Candidate, Query, parse_where, select
 from ddz.zoo.registry import parse_registry
 
 EXAMPLES = int(os.environ.get("DDZ_FUZZ_EXAMPLES", "30"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=2000, derandomize=True,
+FUZZ = settings(max_examples=EXAMPLES, deadline=5000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 TINY_SPEC = Path(__file__).parent / "specs" / "tiny.yaml"
 HEX40, HEX64 = "a" * 40, "b" * 64
@@ -225,7 +225,7 @@ LOCK = {
 
 @FUZZ
 @given(st.booleans(), st.one_of(mutated(LOCK), st.just(None)), st.text(max_size=40),
-       st.sampled_from(HOSTILE_YAML + ["[" * 100_000, '{"format": "ddz.lock/1", "ptms": [' * 3000]))
+       st.sampled_from(HOSTILE_YAML + ["[" * 1_000_000, '{"format": "ddz.lock/1", "ptms": [' * 3000]))
 def test_lockfiles_parse_or_say_why_in_one_line(tmp_path_factory, as_yaml, document, text, hostile):
     folder = tmp_path_factory.mktemp("lock")
     path = folder / ("ptms.lock.yaml" if as_yaml else "ptms.lock")
