@@ -182,7 +182,23 @@ HOSTILE_YAML = [
     "[" * 5000, "a: &a [*a]\nb: *a\n", "- &x [1, 2]\n- *x\n" * 2, "{" * 3000 + "}" * 3000, "? [a]\n: 1\n",
     "!!python/object:os.system {}\n", "a: !!binary AAAA\n", "\t- x", "x: 2001-01-01\n", "1: 2\n",
     "name: tiny\n" * 2, "%YAML 9.9\n---\na: 1\n", "---\n...\n---\n", "\ufeffname: x\n", "a: b: c\n",
+    "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(  # "billion laughs": 10^9 values once expanded
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
 ]
+
+
+def test_every_hostile_yaml_document_is_one_line_in_specs_registries_and_lockfiles(tmp_path):
+    lock = tmp_path / "ptms.lock.yaml"
+    for text in HOSTILE_YAML:
+        lock.write_text(text)
+        for error in (only_ddz_errors(parse_spec, text, Path("spec.yaml")),
+                      only_ddz_errors(parse_registry, text, Path("/tmp/registry.yaml")),
+                      only_ddz_errors(read_lock, lock)):
+            assert isinstance(error, DDZError), text[:40]
+    laughs = only_ddz_errors(parse_spec, HOSTILE_YAML[-1], Path("spec.yaml"))
+    assert str(laughs) == "spec.yaml: its aliases expand to more than 1000000 values; write the values out"
+    deep = only_ddz_errors(parse_spec, HOSTILE_YAML[0], Path("spec.yaml"))
+    assert str(deep) == "spec.yaml:1:65: nested more than 64 levels deep; no ddz file needs that many"
 
 
 @FUZZ
