@@ -431,7 +431,10 @@ def test_a_sample_through_the_cli_is_one_line_and_exit_2(tmp_path):
     ["distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--ptm", "@ptms.lock"],
 ])
 def test_inputs_that_need_torch_through_the_cli_in_process(tmp_path, monkeypatch, capsys, args):
-    """The same CLI entry point (`ddz.cli.main.main`), in this process: these commands import torch."""
+    """The same CLI entry point (`ddz.cli.main.main`), in this process: these commands import torch
+    (the command sets torch's thread count: put back what this worker had)."""
+    import torch
+
     from ddz.cli.main import main
 
     for name, text in HOSTILE_FILES.items():
@@ -439,5 +442,9 @@ def test_inputs_that_need_torch_through_the_cli_in_process(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DDZ_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COLUMNS", "200")
-    code = main(args)
+    threads = torch.get_num_threads()
+    try:
+        code = main(args)
+    finally:
+        torch.set_num_threads(threads)
     _one_line(code, capsys.readouterr().err)
