@@ -21,7 +21,8 @@ TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 # zoo runs (arch x seed) each spec trains at (paper, smoke); table1 trained (80, 9) before its zoo
 # became what its pools read
 ZOO_RUNS = {"table1": (26, 5), "fig2": (1, 1), "table2": (2, 1), "table3": (0, 2), "table4": (40, 9),
-            "table5": (5, 3), "fig3": (1, 1), "fig3nm": (10, 10), "tableA1": (210, 4), "soft": (12, 4)}
+            "table5": (5, 3), "fig3": (1, 1), "fig3nm": (10, 10), "tableA1": (210, 4), "soft": (12, 4),
+            "teachers": (2, 1)}
 
 MTT_SPEC = """\
 name: mtt
