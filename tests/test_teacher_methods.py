@@ -158,7 +158,7 @@ def test_bn_loss_by_hand_on_a_tiny_net():
         net(x)
     s2 = 2 + bn1.eps
     expected = 10 * 5 + abs(1 - 20 / s2) + 4 / math.sqrt(s2)
-    assert float(losses[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(losses[0].detach()) == pytest.approx(expected, rel=1e-5)
     losses[0].backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
     assert float(bn1.running_mean) == 1.0 and float(bn1.running_var) == 2.0  # eval mode: untouched
