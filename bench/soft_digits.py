@@ -111,6 +111,11 @@ def main() -> None:
                "epochs": args.epochs, "rows": rows}
     (args.out / "soft_digits.json").write_text(json.dumps(summary, indent=2))
     print(f"teacher {TEACHER}: test accuracy {teacher_acc}")
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows as a markdown table (bench/teacher_digits.py prints its rows with it too)."""
     print("| method | IPC | labels | accuracy (%) | random (%) | full (%) | HLR | IOR | LRS | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

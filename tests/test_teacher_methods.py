@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from ddz.data import load_dataset
 from ddz.distill.labels import Teacher
 from ddz.distill.loop import distill
 from ddz.distill.methods import DistillConfig, RDEDConfig, SRe2LConfig
@@ -25,6 +26,8 @@ from ddz.distill.methods.rded import (
 )
 from ddz.distill.methods.sre2l import bn_statistics_loss, cosine_lr, recovery_loss
 from ddz.distill.synset import CHECKPOINT_FILE, load_checkpoint
+from ddz.distributed.ranks import SINGLE
+from ddz.distributed.spawn import run_ranks
 from ddz.errors import ConfigError
 from ddz.nets import build_net
 from ddz.zoo.ptm import PTM
@@ -233,3 +236,48 @@ def test_distilling_without_the_teacher_it_needs_is_one_line(digits):
     with pytest.raises(ConfigError, match="keeps IPC x factor"):
         distill(digits, DistillConfig(method="rded", ipc=30, rded=RDEDConfig(candidates=20)),
                 teacher=bn_teacher(digits))
+
+
+# --- ranks ------------------------------------------------------------------------------------
+
+RDED_SMALL = DistillConfig(method="rded", ipc=2, rded=RDEDConfig(candidates=12))
+SRE2L_SMALL = DistillConfig(method="sre2l", ipc=2, iterations=3, sre2l=SRe2LConfig(batch=5))
+
+
+def distil_teacher_on(ranks, config: DistillConfig, out=None):
+    data = load_dataset("digits")
+    synset = distill(data, config, 3, out_dir=out, checkpoint_every=1, ranks=ranks, teacher=bn_teacher(data))
+    return synset.images
+
+
+@pytest.mark.slow  # two spawned ranks and one process, each building its teacher: a minute on a busy CPU
+@pytest.mark.parametrize("config", [RDED_SMALL, SRE2L_SMALL], ids=["rded", "sre2l"])
+def test_two_ranks_give_the_images_and_checkpoint_of_one(config, tmp_path):
+    """Classes sharded over two gloo ranks (SRe2L: blocks of 5 classes, one per rank): the images
+    of one process, and a checkpoint holding the whole set's Adam moments, gathered."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = distil_teacher_on(SINGLE, config, tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
+    results = run_ranks(2, distil_teacher_on, config, tmp_path / "two")
+    for images in results:
+        assert torch.allclose(images, alone, atol=1e-5, rtol=1e-5)
+    one, two = (load_checkpoint(tmp_path / name / CHECKPOINT_FILE) for name in ("one", "two"))
+    state = {"exp_avg", "exp_avg_sq"} if config.method == "sre2l" else set()
+    assert set(one.extra) == set(two.extra) == state
+    for name in one.extra:
+        assert torch.allclose(one.extra[name], two.extra[name], atol=1e-6, rtol=1e-5)
+
+
+def test_an_sre2l_block_split_between_ranks_is_refused(digits):
+    from ddz.distill.methods.sre2l import SRe2L
+    from ddz.distributed.shard import ClassShard
+
+    class Rank1Of3:
+        rank, world, is_main = 1, 3, False
+
+    config = DistillConfig(method="sre2l", ipc=1, iterations=1).resolved("digits", 16)
+    with pytest.raises(ConfigError, match="blocks of 100 classes"):
+        SRe2L(config, digits, bn_teacher(digits), shard=ClassShard(10, 1, Rank1Of3()))
