@@ -61,15 +61,31 @@ def row(method: str, ipc: int, regime: str, report, seconds: float) -> dict:
             "seconds": round(seconds, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/soft-digits"))
+def digits_parser(doc: str, out: str, runs: int, models: int) -> argparse.ArgumentParser:
+    """The options this script and bench/teacher_digits.py share."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--models", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--models", type=int, default=models)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--dm-iterations", type=int, default=1000)
+    return parser
+
+
+def random_rows(context: RunContext, ipc: int, runs: int, regimes: dict[str, EvalConfig]) -> list[dict]:
+    """Random real subsets of digits evaluated in each regime, with their scores."""
+    rows = []
+    for regime, config in regimes.items():
+        started = time.perf_counter()
+        report = evaluate(EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=ipc,
+                                      runs=runs, scores=True), context)
+        rows.append(row("random real", ipc, regime, report, time.perf_counter() - started))
+    return rows
+
+
+def main() -> None:
+    parser = digits_parser(__doc__, "runs/soft-digits", runs=3, models=5)
     parser.add_argument("--mtt-iterations", type=int, default=300)
     parser.add_argument("--expert-epochs", type=int, default=15)
     args = parser.parse_args()
@@ -83,11 +99,7 @@ def main() -> None:
     soft = replace(hard, labels=LabelConfig("soft", (TEACHER,)))
     rows = []
     for ipc in args.ipc:
-        for regime, config in (("hard", hard), ("soft", soft)):
-            started = time.perf_counter()
-            report = evaluate(EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=ipc,
-                                          runs=args.runs, scores=True), context)
-            rows.append(row("random real", ipc, regime, report, time.perf_counter() - started))
+        rows += random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft})
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {
             "DM": RunRequest("digits", dm),

@@ -18,7 +18,6 @@ scores' baselines the first time a setting needs them); `seconds_distill` in the
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -43,20 +42,13 @@ from ddz.distill.labels import LabelConfig
 from ddz.zoo.recipes import TrainRecipe
 
 sys.path.insert(0, str(Path(__file__).parent))
-from soft_digits import print_table, row  # noqa: E402  (a sibling script, not a package)
+from soft_digits import digits_parser, print_table, random_rows, row  # noqa: E402  (a sibling script, not a package)
 
 EARLY, LATE = "digits/convnet3bn/seed0@epoch2", "digits/convnet3bn/seed0@epoch10"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/teacher-digits"))
-    parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--models", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--dm-iterations", type=int, default=1000)
+    parser = digits_parser(__doc__, "runs/teacher-digits", runs=1, models=3)
     parser.add_argument("--sre2l-iterations", type=int, default=None, help="default: SRe2L's 1000")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -75,11 +67,8 @@ def main() -> None:
 
     rows = []
     for ipc in args.ipc:
-        for regime, config in (("hard", hard), ("soft", soft(LATE)), ("soft (epoch-2 teacher)", soft(EARLY))):
-            started = time.perf_counter()
-            report = evaluate(EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=ipc,
-                                          runs=args.runs, scores=True), context)
-            rows.append(row("random real", ipc, regime, report, time.perf_counter() - started))
+        rows += random_rows(context, ipc, args.runs,
+                            {"hard": hard, "soft": soft(LATE), "soft (epoch-2 teacher)": soft(EARLY)})
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {"DM": (RunRequest("digits", dm), LATE)}
         for name, teacher in (("epoch 10", LATE), ("epoch 2", EARLY)):

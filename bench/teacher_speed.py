@@ -30,18 +30,8 @@ from ddz.distill.methods import METHODS, DistillConfig
 from ddz.nets import build_net
 from ddz.zoo.ptm import PTM
 
-K, SIZE, CHANNELS, PER_CLASS = 10, 32, 3, 300
-
-
-def random_dataset(device: str) -> ImageDataset:
-    gen = torch.Generator().manual_seed(0)
-    train = torch.randn(K * PER_CLASS, CHANNELS, SIZE, SIZE, generator=gen)
-    labels = torch.arange(K).repeat_interleave(PER_CLASS)
-    test = torch.randn(2 * K, CHANNELS, SIZE, SIZE, generator=gen)
-    return ImageDataset(
-        "cifar10", train.to(device), labels.to(device), test.to(device), torch.arange(K).repeat(2).to(device),
-        [str(c) for c in range(K)], (0.0,) * CHANNELS, (1.0,) * CHANNELS,
-    )
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from distill_speed import CHANNELS, SIZE, K, random_dataset  # noqa: E402  (a sibling script)
 
 
 def bn_teacher(data: ImageDataset) -> Teacher:
@@ -50,7 +40,7 @@ def bn_teacher(data: ImageDataset) -> Teacher:
         net.train()
         for start in range(0, len(data.train_images), 500):
             net(data.train_images[start : start + 500])
-    ptm = PTM("cifar10/convnet3bn/seed0@bench", "0" * 64, net, list(data.classes), data.mean, data.std,
+    ptm = PTM("random/convnet3bn/seed0@bench", "0" * 64, net, list(data.classes), data.mean, data.std,
               SIZE, CHANNELS, "convnet3bn")
     return Teacher([ptm], data)
 
