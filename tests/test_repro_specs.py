@@ -249,3 +249,27 @@ def test_cells_carry_their_label_regimes_and_hard_cells_keep_their_identity(tmp_
     tiny = expand(load_spec(TINY), "smoke")[0]
     assert tiny.labels == ("hard",) and not {"labels", "teacher", "kd", "scores"} & set(tiny.to_json())
     assert Cell.from_json(tiny.to_json()) == tiny
+
+
+def test_teacher_cells_distil_from_the_soft_labels_teacher_in_both_regimes(tmp_path):
+    """`teachers`: RDED and SRe2L cells name the scale's teacher as their distillation teacher in
+    each label regime's request; DM cells have none."""
+    from ddz.repro.cell import CellContext, cell_request
+    from ddz.zoo.paths import ZooPaths
+
+    cells = {c.key: c for c in expand(load_spec(shipped_specs()["teachers"]), "smoke")}
+    context = CellContext(ZooPaths.under(tmp_path))
+    for labels in ("hard", "soft"):
+        rded = cell_request(cells["cifar10-rded-ipc10-none"], context, tmp_path / "c", labels)
+        assert rded.teacher == ("digits/convnet3bn/seed0@epoch2",)
+        assert rded.evaluation.labels.labels == labels
+        sre2l = cell_request(cells["cifar100-sre2l-ipc1-none"], context, tmp_path / "c", labels)
+        assert sre2l.distill.iterations == 5 and sre2l.teacher == rded.teacher
+        assert cell_request(cells["cifar10-dm-ipc1-none"], context, tmp_path / "c", labels).teacher == ()
+
+
+def test_a_spec_with_a_teacher_method_but_no_teacher_is_one_line(tmp_path):
+    text = MTT_SPEC.replace("method: [dm], ipc: [1]", "method: [rded], ipc: [1]")
+    assert text != MTT_SPEC
+    with pytest.raises(ConfigError, match="method rded distils from a teacher: add `teacher: \\[QUERY\\]`"):
+        parse_spec(text, tmp_path / "bad.yaml")
