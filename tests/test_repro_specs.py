@@ -273,3 +273,52 @@ def test_a_spec_with_a_teacher_method_but_no_teacher_is_one_line(tmp_path):
     assert text != MTT_SPEC
     with pytest.raises(ConfigError, match="method rded distils from a teacher: add `teacher: \\[QUERY\\]`"):
         parse_spec(text, tmp_path / "bad.yaml")
+
+
+TEACHER_SPEC = """\
+name: teach
+title: "RDED and SRe2L from a zoo teacher"
+grid:
+  - {dataset: [digits], method: [rded, sre2l], ipc: [1], pool: [none]}
+pools:
+  none: {label: "no CLoM"}
+scales:
+  paper:
+    variables: {final: epoch1}
+    zoo:
+      - {dataset: digits, archs: [convnet3bn], seeds: 1, epochs: 1, net: {width: 8}}
+    eval: {archs: [convnet3], models: 1, epochs: 1, labels: [hard, soft],
+           teacher: ["${dataset}/convnet3bn/seed0@${final}"]}
+  smoke:
+    variables: {final: epoch1}
+    zoo:
+      - {dataset: digits, archs: [convnet3bn], seeds: 1, epochs: 1, net: {width: 8}}
+    runs: 1
+    eval: {archs: [convnet3], models: 1, epochs: 1, scores: false, labels: [hard, soft],
+           teacher: ["${dataset}/convnet3bn/seed0@${final}"]}
+    distill: {iterations: {sre2l: 2}}
+"""
+
+
+@pytest.mark.slow  # trains a zoo teacher, distils two cells, evaluates each in two regimes
+def test_teacher_cells_run_through_repro_and_record_their_teacher(tmp_path):
+    from ddz.repro.cell import CellContext
+    from ddz.repro.run import run_spec
+    from ddz.zoo.api import Zoo
+    from ddz.zoo.paths import ZooPaths
+
+    spec = parse_spec(TEACHER_SPEC, tmp_path / "teach.yaml")
+    folder = tmp_path / "grid"
+    zoo = Zoo(ZooPaths.under(folder / "zoo-home"))
+    result = run_spec(spec, "smoke", folder, zoo, CellContext(zoo.paths, str(tmp_path / "data"), "cpu"))
+    assert not result.failed, [(o.key, o.error) for o in result.failed]
+    report = json.loads((folder / "report.json").read_text())
+    for obj in report["cells"]:
+        assert obj["status"] == "done"
+        soft = obj["regimes"]["soft"]
+        assert [t["name"] for t in soft["labels"]["teacher"]] == ["digits/convnet3bn/seed0@epoch1"]
+    from ddz.distill.synset import load_synset
+
+    synsets = sorted(folder.glob("*/seed0/synset.safetensors"))
+    assert len(synsets) == 2
+    assert all(load_synset(s).teacher[0]["name"] == "digits/convnet3bn/seed0@epoch1" for s in synsets)
