@@ -65,10 +65,16 @@ def main() -> None:
     def soft(teacher: str) -> EvalConfig:
         return replace(hard, labels=LabelConfig("soft", (teacher,)))
 
-    rows = []
+    rows: list[dict] = []
+
+    def add(*new: dict) -> None:  # each row as it comes, one JSON line: a long run that stops keeps them
+        for item in new:
+            rows.append(item)
+            print(json.dumps(item), flush=True)
+
     for ipc in args.ipc:
-        rows += random_rows(context, ipc, args.runs,
-                            {"hard": hard, "soft": soft(LATE), "soft (epoch-2 teacher)": soft(EARLY)})
+        add(*random_rows(context, ipc, args.runs,
+                         {"hard": hard, "soft": soft(LATE), "soft (epoch-2 teacher)": soft(EARLY)}))
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {"DM": (RunRequest("digits", dm), LATE)}
         for name, teacher in (("epoch 10", LATE), ("epoch 2", EARLY)):
@@ -82,13 +88,13 @@ def main() -> None:
             started = time.perf_counter()
             request = replace(request, runs=args.runs, evaluation=hard, out=str(folder), scores=True)
             report = run(request, context)
-            rows.append(row(method, ipc, "hard", report, time.perf_counter() - started))
-            rows[-1]["seconds_distill"] = round(report.seconds_distill, 1)
+            add({**row(method, ipc, "hard", report, time.perf_counter() - started),
+                 "seconds_distill": round(report.seconds_distill, 1)})
             files = tuple(r["synset"] for r in report.runs) if report.runs else (report.synset,)
             started = time.perf_counter()
             soft_report = evaluate(EvalRequest(files, soft(teacher), scores=True), context)
             regime = "soft" if teacher == LATE else "soft (epoch-2 teacher)"
-            rows.append(row(method, ipc, regime, soft_report, time.perf_counter() - started))
+            add(row(method, ipc, regime, soft_report, time.perf_counter() - started))
     result = {"teachers": accs, "runs": args.runs, "models": args.models, "epochs": args.epochs, "rows": rows}
     (args.out / "teacher_digits.json").write_text(json.dumps(result, indent=2))
     print(f"teachers' test accuracy: {accs}")
