@@ -167,7 +167,7 @@ def test_bn_loss_by_hand_on_a_tiny_net():
     assert float(bn1.running_mean) == 1.0 and float(bn1.running_var) == 2.0  # eval mode: untouched
     with bn_statistics_loss(net, 1.0) as plain:
         net(x)
-    assert float(plain[0]) == pytest.approx(expected - 45, rel=1e-5)
+    assert float(plain[0].detach()) == pytest.approx(expected - 45, rel=1e-5)
 
 
 def test_recovery_loss_is_cross_entropy_plus_r_bn_times_the_bn_loss(digits):
