@@ -52,19 +52,6 @@ def train_zoo(zoo: Zoo, data, expert_epochs: int) -> None:
         assert not summary.failed, summary.failed[0].error
 
 
-class Rows(list):
-    """The table so far, written to the JSON after every row (a long run can be read while it goes)."""
-
-    def __init__(self, path: Path, header: dict):
-        super().__init__()
-        self.path, self.header = path, header
-
-    def append(self, r: dict) -> None:
-        super().append(r)
-        print_row(r)
-        self.path.write_text(json.dumps({**self.header, "rows": list(self)}, indent=2))
-
-
 def row(method: str, ipc: int, regime: str, report, seconds: float) -> dict:
     result = report.eval["convnet3"]
     score = report.scores["convnet3"]
@@ -74,21 +61,31 @@ def row(method: str, ipc: int, regime: str, report, seconds: float) -> dict:
             "seconds": round(seconds, 1)}
 
 
-def print_row(r: dict) -> None:
-    print(f"| {r['method']} | {r['ipc']} | {r['labels']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} "
-          f"| {100 * r['random']:.2f} | {100 * r['full']:.2f} | {r['hlr']:+.4f} | {r['ior']:+.4f} | "
-          f"{r['lrs']:.4f} | {r['seconds']} |", flush=True)
+def digits_parser(doc: str, out: str, runs: int, models: int) -> argparse.ArgumentParser:
+    """The options this script and bench/teacher_digits.py share."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--models", type=int, default=models)
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--dm-iterations", type=int, default=1000)
+    return parser
+
+
+def random_rows(context: RunContext, ipc: int, runs: int, regimes: dict[str, EvalConfig]) -> list[dict]:
+    """Random real subsets of digits evaluated in each regime, with their scores."""
+    rows = []
+    for regime, config in regimes.items():
+        started = time.perf_counter()
+        report = evaluate(EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=ipc,
+                                      runs=runs, scores=True), context)
+        rows.append(row("random real", ipc, regime, report, time.perf_counter() - started))
+    return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/soft-digits"))
-    parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--models", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--dm-iterations", type=int, default=1000)
+    parser = digits_parser(__doc__, "runs/soft-digits", runs=3, models=5)
     parser.add_argument("--mtt-iterations", type=int, default=300)
     parser.add_argument("--expert-epochs", type=int, default=15)
     args = parser.parse_args()
@@ -100,15 +97,9 @@ def main() -> None:
     context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
     hard = EvalConfig(models=args.models, epochs=args.epochs)
     soft = replace(hard, labels=LabelConfig("soft", (TEACHER,)))
-    rows = Rows(args.out / "soft_digits.json", {"teacher": TEACHER, "teacher_test_acc": teacher_acc,
-                "runs": args.runs, "models": args.models, "epochs": args.epochs})
-    print(f"teacher {TEACHER}: test accuracy {teacher_acc}", flush=True)
+    rows = []
     for ipc in args.ipc:
-        for regime, config in (("hard", hard), ("soft", soft)):
-            started = time.perf_counter()
-            report = evaluate(EvalRequest(evaluation=config, random_real=True, dataset="digits", ipc=ipc,
-                                          runs=args.runs, scores=True), context)
-            rows.append(row("random real", ipc, regime, report, time.perf_counter() - started))
+        rows += random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft})
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {
             "DM": RunRequest("digits", dm),
@@ -128,10 +119,22 @@ def main() -> None:
             started = time.perf_counter()
             soft_report = evaluate(EvalRequest(files, soft), context)
             rows.append(row(method, ipc, "soft", soft_report, time.perf_counter() - started))
+    summary = {"teacher": TEACHER, "teacher_test_acc": teacher_acc, "runs": args.runs, "models": args.models,
+               "epochs": args.epochs, "rows": rows}
+    (args.out / "soft_digits.json").write_text(json.dumps(summary, indent=2))
+    print(f"teacher {TEACHER}: test accuracy {teacher_acc}")
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows as a markdown table (bench/teacher_digits.py prints its rows with it too)."""
     print("| method | IPC | labels | accuracy (%) | random (%) | full (%) | HLR | IOR | LRS | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print_row(r)
+        print(f"| {r['method']} | {r['ipc']} | {r['labels']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} "
+              "| "
+              f"{100 * r['random']:.2f} | {100 * r['full']:.2f} | {r['hlr']:+.4f} | {r['ior']:+.4f} | "
+              f"{r['lrs']:.4f} | {r['seconds']} |")
 
 
 if __name__ == "__main__":

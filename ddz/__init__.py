@@ -25,6 +25,8 @@ _API = {
     "load_dataset": "ddz.data",
     "DistillConfig": "ddz.distill.methods",
     "MTTConfig": "ddz.distill.methods",
+    "RDEDConfig": "ddz.distill.methods",
+    "SRe2LConfig": "ddz.distill.methods",
     "METHODS": "ddz.distill.methods",
     "GuidanceConfig": "ddz.distill.guidance",
     "EvalConfig": "ddz.distill.evaluate",

@@ -28,7 +28,7 @@ TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 # cells at the paper scale (= at the smoke scale: the same grid shape), and paper numbers
 SHAPES = {"table1": (48, 48), "fig2": (60, 13), "table2": (36, 36), "table3": (12, 12),
           "table4": (12, 48), "table5": (10, 10), "fig3": (18, 3), "fig3nm": (33, 9), "tableA1": (4, 4),
-          "soft": (6, 0)}
+          "soft": (6, 0), "teachers": (18, 0)}
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -21,7 +21,8 @@ TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 # zoo runs (arch x seed) each spec trains at (paper, smoke); table1 trained (80, 9) before its zoo
 # became what its pools read
 ZOO_RUNS = {"table1": (26, 5), "fig2": (1, 1), "table2": (2, 1), "table3": (0, 2), "table4": (40, 9),
-            "table5": (5, 3), "fig3": (1, 1), "fig3nm": (10, 10), "tableA1": (210, 4), "soft": (12, 4)}
+            "table5": (5, 3), "fig3": (1, 1), "fig3nm": (10, 10), "tableA1": (210, 4), "soft": (12, 4),
+            "teachers": (2, 1)}
 
 MTT_SPEC = """\
 name: mtt
@@ -248,3 +249,76 @@ def test_cells_carry_their_label_regimes_and_hard_cells_keep_their_identity(tmp_
     tiny = expand(load_spec(TINY), "smoke")[0]
     assert tiny.labels == ("hard",) and not {"labels", "teacher", "kd", "scores"} & set(tiny.to_json())
     assert Cell.from_json(tiny.to_json()) == tiny
+
+
+def test_teacher_cells_distil_from_the_soft_labels_teacher_in_both_regimes(tmp_path):
+    """`teachers`: RDED and SRe2L cells name the scale's teacher as their distillation teacher in
+    each label regime's request; DM cells have none."""
+    from ddz.repro.cell import CellContext, cell_request
+    from ddz.zoo.paths import ZooPaths
+
+    cells = {c.key: c for c in expand(load_spec(shipped_specs()["teachers"]), "smoke")}
+    context = CellContext(ZooPaths.under(tmp_path))
+    for labels in ("hard", "soft"):
+        rded = cell_request(cells["cifar10-rded-ipc10-none"], context, tmp_path / "c", labels)
+        assert rded.teacher == ("digits/convnet3bn/seed0@epoch2",)
+        assert rded.evaluation.labels.labels == labels
+        sre2l = cell_request(cells["cifar100-sre2l-ipc1-none"], context, tmp_path / "c", labels)
+        assert sre2l.distill.iterations == 5 and sre2l.teacher == rded.teacher
+        assert cell_request(cells["cifar10-dm-ipc1-none"], context, tmp_path / "c", labels).teacher == ()
+
+
+def test_a_spec_with_a_teacher_method_but_no_teacher_is_one_line(tmp_path):
+    text = MTT_SPEC.replace("method: [dm], ipc: [1]", "method: [rded], ipc: [1]")
+    assert text != MTT_SPEC
+    with pytest.raises(ConfigError, match="method rded distils from a teacher: add `teacher: \\[QUERY\\]`"):
+        parse_spec(text, tmp_path / "bad.yaml")
+
+
+TEACHER_SPEC = """\
+name: teach
+title: "RDED and SRe2L from a zoo teacher"
+grid:
+  - {dataset: [digits], method: [rded, sre2l], ipc: [1], pool: [none]}
+pools:
+  none: {label: "no CLoM"}
+scales:
+  paper:
+    variables: {final: epoch1}
+    zoo:
+      - {dataset: digits, archs: [convnet3bn], seeds: 1, epochs: 1, net: {width: 8}}
+    eval: {archs: [convnet3], models: 1, epochs: 1, labels: [hard, soft],
+           teacher: ["${dataset}/convnet3bn/seed0@${final}"]}
+  smoke:
+    variables: {final: epoch1}
+    zoo:
+      - {dataset: digits, archs: [convnet3bn], seeds: 1, epochs: 1, net: {width: 8}}
+    runs: 1
+    eval: {archs: [convnet3], models: 1, epochs: 1, scores: false, labels: [hard, soft],
+           teacher: ["${dataset}/convnet3bn/seed0@${final}"]}
+    distill: {iterations: {sre2l: 2}}
+"""
+
+
+@pytest.mark.slow  # trains a zoo teacher, distils two cells, evaluates each in two regimes
+def test_teacher_cells_run_through_repro_and_record_their_teacher(tmp_path):
+    from ddz.repro.cell import CellContext
+    from ddz.repro.run import run_spec
+    from ddz.zoo.api import Zoo
+    from ddz.zoo.paths import ZooPaths
+
+    spec = parse_spec(TEACHER_SPEC, tmp_path / "teach.yaml")
+    folder = tmp_path / "grid"
+    zoo = Zoo(ZooPaths.under(folder / "zoo-home"))
+    result = run_spec(spec, "smoke", folder, zoo, CellContext(zoo.paths, str(tmp_path / "data"), "cpu"))
+    assert not result.failed, [(o.key, o.error) for o in result.failed]
+    report = json.loads((folder / "report.json").read_text())
+    for obj in report["cells"]:
+        assert obj["status"] == "done"
+        soft = obj["regimes"]["soft"]
+        assert [t["name"] for t in soft["labels"]["teacher"]] == ["digits/convnet3bn/seed0@epoch1"]
+    from ddz.distill.synset import load_synset
+
+    synsets = sorted(folder.glob("*/seed0/synset.safetensors"))
+    assert len(synsets) == 2
+    assert all(load_synset(s).teacher[0]["name"] == "digits/convnet3bn/seed0@epoch1" for s in synsets)

@@ -15,6 +15,7 @@ from ddz.cli.main import app
 from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
 
 METHOD, GUIDE, MTT, EVAL, RUN, CLUSTER = "Method", "Guidance", "MTT", "Evaluation", "Run", "Cluster"
+TEACHER = "RDED / SRe2L"
 
 
 def _opt(default: Any, *names: str, panel: str, help: str) -> Any:  # noqa: A002 - typer's word
@@ -24,13 +25,13 @@ def _opt(default: Any, *names: str, panel: str, help: str) -> Any:  # noqa: A002
 @app.command("distill")
 def distill_command(
     dataset: str = _opt(None, "--dataset", panel=METHOD, help="Data set name or npz:FILE / folder:DIR."),
-    method: str = _opt(None, "--method", panel=METHOD, help="dc | dsa | dm | mtt"),
+    method: str = _opt(None, "--method", panel=METHOD, help="dc | dsa | dm | mtt | rded | sre2l"),
     ipc: int = _opt(None, "--ipc", panel=METHOD, help="Synthetic images per class."),
     iterations: int = _opt(None, "--iterations", panel=METHOD, help="Default: DC/DSA 1000, DM 20000, "
-                          "MTT 5000."),
+                          "MTT 5000, SRe2L 1000 (RDED selects once)."),
     batch_real: int = _opt(None, "--batch-real", panel=METHOD, help="Real images per class per step (256)."),
     lr_img: float = _opt(None, "--lr-img", panel=METHOD, help="Default: DC/DSA 0.1, DM 1 (10 on CIFAR-10 "
-                         "at IPC>=100), MTT by its table."),
+                         "at IPC>=100), MTT by its table, SRe2L 0.25 (Adam)."),
     init: str = _opt(None, "--init", panel=METHOD, help="real | noise (default: DC noise, others real)."),
     arch: str = _opt(None, "--arch", panel=METHOD, help="Distillation architecture (convnet3)."),
     net_option: list[str] = _opt([], "--net-option", panel=METHOD, help="KEY=VALUE for the net, e.g. "
@@ -56,6 +57,22 @@ def distill_command(
     lr_teacher: float = _opt(None, "--lr-teacher", panel=MTT, help="Initial student step size."),
     batch_syn: int = _opt(None, "--batch-syn", panel=MTT, help="Images per student step (default all)."),
     memory: str = _opt(None, "--memory", panel=MTT, help="unrolled | constant (one step's graph at a time)."),
+    factor: int = _opt(None, "--factor", panel=TEACHER, help="RDED: factor x factor patches per image "
+                       "(1 up to 64px, 2 above)."),
+    crops: int = _opt(None, "--crops", panel=TEACHER, help="RDED: random crops scored per candidate (5)."),
+    candidates: int = _opt(None, "--candidates", panel=TEACHER,
+                           help="RDED: real candidates per class (300)."),
+    min_scale: float = _opt(None, "--min-scale", panel=TEACHER,
+                            help="RDED: smallest crop area share (0.08)."),
+    r_bn: float = _opt(None, "--r-bn", panel=TEACHER, help="SRe2L: weight of the BatchNorm loss (0.01)."),
+    first_bn_multiplier: float = _opt(None, "--first-bn-multiplier", panel=TEACHER,
+                                      help="SRe2L: extra weight of the first BatchNorm layer (10)."),
+    jitter: int = _opt(None, "--jitter", panel=TEACHER, help="SRe2L: random roll in pixels (4 up to 64px, "
+                       "32 above)."),
+    flip: bool = _opt(None, "--flip/--no-flip", panel=TEACHER, help="SRe2L: random horizontal flip (off up "
+                      "to 64px, on above)."),
+    sre2l_batch: int = _opt(None, "--sre2l-batch", panel=TEACHER, help="SRe2L: classes per BatchNorm batch "
+                            "(100)."),
     eval_models: int = _opt(None, "--eval-models", panel=EVAL, help="Fresh nets per eval arch (5; 0: none)."),
     eval_epochs: int = _opt(None, "--eval-epochs", panel=EVAL, help="Default 1000; 300 without "
                            "augmentation."),
@@ -71,7 +88,8 @@ def distill_command(
     eval_labels: str = _opt(None, "--eval-labels", panel=EVAL, help="hard | soft (soft: from --teacher, "
                             "by knowledge distillation; DD-Ranking's protocol)."),
     teacher: list[str] = _opt([], "--teacher", panel=EVAL, help="Soft labels' teacher: a zoo query or "
-                              "@lockfile (several PTMs: their logits averaged)."),
+                              "@lockfile (several PTMs: their logits averaged); for rded / sre2l also "
+                              "the distillation teacher (soft labels from it unless --eval-labels hard)."),
     kd_loss: str = _opt(None, "--kd-loss", panel=EVAL, help="kl | sce | mse_gt (kl)."),
     temperature: float = _opt(None, "--temperature", panel=EVAL, help="KD temperature (1.2)."),
     soft_labels: str = _opt(None, "--soft-labels", panel=EVAL, help="regenerate (per augmented batch) | "

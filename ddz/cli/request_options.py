@@ -10,6 +10,7 @@ from typing import Any
 
 from ddz.cli.parsing import parse_net_options
 from ddz.distill.alphas import parse_alpha_options
+from ddz.distill.methods import METHODS
 from ddz.distill.request import RunRequest, read_request_file
 from ddz.errors import ConfigError
 
@@ -25,6 +26,10 @@ PATHS: dict[str, str] = {
     "max_start_epoch": "distill.mtt.max_start_epoch", "lr_lr": "distill.mtt.lr_lr",
     "lr_teacher": "distill.mtt.lr_teacher", "batch_syn": "distill.mtt.batch_syn",
     "memory": "distill.mtt.memory",
+    "factor": "distill.rded.factor", "crops": "distill.rded.crops", "candidates": "distill.rded.candidates",
+    "min_scale": "distill.rded.min_scale",
+    "r_bn": "distill.sre2l.r_bn", "first_bn_multiplier": "distill.sre2l.first_bn_multiplier",
+    "jitter": "distill.sre2l.jitter", "flip": "distill.sre2l.flip", "sre2l_batch": "distill.sre2l.batch",
     "guidance": "guidance.kind", "cclom_batch": "guidance.cclom_batch",
     "eval_models": "evaluation.models", "eval_epochs": "evaluation.epochs", "eval_arch": "evaluation.archs",
     "eval_augment": "evaluation.augment", "eval_batched": "evaluation.batched",
@@ -57,7 +62,8 @@ def _given(value: Any) -> bool:
 def apply_overrides(base: dict[str, Any], options: dict[str, Any], seed: int | None) -> RunRequest:
     """The request: `base` with every option that was given on top. `--arch` alone also sets the
     evaluation archs of a request built from options only (the protocol evaluates on the
-    distillation arch); `--eval-models 0` turns evaluation off."""
+    distillation arch); `--eval-models 0` turns evaluation off. For RDED and SRe2L, `--teacher`
+    is the distillation teacher, and also the soft labels' unless `--eval-labels hard`."""
     values = dict(options)
     if not base:
         missing = [f"--{name}" for name in ("dataset", "method", "ipc") if not _given(values.get(name))]
@@ -73,6 +79,13 @@ def apply_overrides(base: dict[str, Any], options: dict[str, Any], seed: int | N
         _set(tree, "guidance.arch_alphas", [[arch, value] for arch, value in per_arch.items()])
     if not base and _given(values.get("arch")) and not _given(values.get("eval_arch")):
         values["eval_arch"] = [values["arch"]]
+    method = values.get("method") or (base.get("distill") or {}).get("method")
+    if method in METHODS and METHODS[method].needs_teacher and _given(values.get("teacher")):
+        teacher = values.pop("teacher")
+        _set(tree, "teacher", teacher)
+        if values.get("eval_labels") != "hard":
+            values["eval_labels"] = "soft"
+            _set(tree, "evaluation.labels.teacher", teacher)
     off = values.get("eval_models") == 0
     if off:
         values["eval_models"] = None

@@ -28,6 +28,7 @@ from ddz.distill.evaluate import check_ipc
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.grid import write_grid
 from ddz.distill.guidance import Guidance
+from ddz.distill.labels import Teacher
 from ddz.distill.methods import DistillConfig, IterationRNG, Method, SynState, build_method
 from ddz.distill.methods.base import initial_images, new_state
 from ddz.distill.synset import (
@@ -64,7 +65,7 @@ def viewable(images: torch.Tensor, dataset: ImageDataset):
 
 def run_identity(
     dataset: ImageDataset, dataset_name: str, config: DistillConfig, seed: int, guidance: Guidance | None,
-    experts: ExpertBuffer | None = None,
+    experts: ExpertBuffer | None = None, teacher: Teacher | None = None,
 ) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: everything that changes the images except
     the number of iterations (so a finished run can be continued), --compile and --memory (both
@@ -78,6 +79,9 @@ def run_identity(
         settings["mtt"].pop("memory")
     else:
         settings.pop("mtt")
+    for own in ("rded", "sre2l"):
+        if config.method != own:
+            settings.pop(own)
     identity = {
         "dataset": dataset_name,
         "train_images": len(dataset.train_images),
@@ -92,6 +96,8 @@ def run_identity(
     }
     if experts is not None:
         identity["experts"] = [e["sha256"] for e in experts.describe()]
+    if teacher is not None:
+        identity["teacher"] = [t["sha256"] for t in teacher.describe()]
     return json.loads(json.dumps(identity))  # the form it takes after a round trip through a file
 
 
@@ -117,24 +123,26 @@ def distill(
     ranks: Ranks = SINGLE,
     watch: Watch | None = None,
     watch_every: int = 0,
+    teacher: Teacher | None = None,
 ) -> SynSet:
     """Distil `dataset` into IPC images per class; with `out_dir`, checkpoint, resume and save.
-    MTT takes its expert trajectories from `experts`. Every rank of `ranks` calls this alike and
-    gets the whole synthetic set back. `watch(iteration, images, labels, learned_lr)` sees the
-    whole set before every `watch_every`-th iteration (0, N, 2N, ... below `iterations`)."""
-    config = config.resolved(dataset.name)
+    MTT takes its expert trajectories from `experts`, RDED and SRe2L their `teacher`. Every rank
+    of `ranks` calls this alike and gets the whole synthetic set back. `watch(iteration, images,
+    labels, learned_lr)` sees the whole set before every `watch_every`-th iteration (0, N, 2N,
+    ... below `iterations`)."""
+    config = config.resolved(dataset.name, dataset.image_size)
     check_ipc(dataset, config.ipc)
     shard = ClassShard(dataset.num_classes, config.ipc, ranks)
     dataset_name = dataset_name or dataset.name
     if experts is not None:
         experts.check(dataset, dataset_name, config.mtt.expert_epochs, config.mtt.max_start_epoch)
     files = RunFiles(Path(out_dir) if out_dir is not None else None, shard,
-                     run_identity(dataset, dataset_name, config, seed, guidance, experts))
+                     run_identity(dataset, dataset_name, config, seed, guidance, experts, teacher))
     start = files.start(dataset, config, seed)
     if isinstance(start, SynSet):
         return start  # finished before
     state = start.state
-    method = build_method(config, dataset, guidance, experts, shard)
+    method = build_method(config, dataset, guidance, experts, shard, teacher)
     if start.method_state:
         method.load_state_tensors(start.method_state)
 
@@ -163,7 +171,7 @@ def distill(
         mean=tuple(dataset.mean), std=tuple(dataset.std), ptm_query=list(ptm_query),
         iterations=config.iterations, seconds_distill=seconds, lr=method.learned_lr,
         experts=experts.describe() if experts is not None else [], zca=dataset.zca is not None,
-        **guidance_record(guidance),
+        teacher=teacher.describe() if teacher is not None else [], **guidance_record(guidance),
     )
     files.checkpoint(state, method, seconds, images)
     files.finish(synset, dataset)
@@ -231,8 +239,8 @@ class RunFiles:
         images = self.shard.whole(state.images) if images is None else images
         momentum = state.momentum_buffer()
         momentum = self.shard.whole(momentum) if momentum is not None else None
+        extra = method.state_tensors()  # every rank: a sharded method gathers its rows
         if self.shard.ranks.is_main:
-            extra = method.state_tensors()
             record = Checkpoint(images, momentum, state.iteration, seconds, self.identity, extra)
             save_checkpoint(self.out / CHECKPOINT_FILE, record)
 

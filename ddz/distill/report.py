@@ -39,6 +39,7 @@ class RunReport:
     labels: dict[str, Any] | None = None  # the label regime: hard, or soft with its teacher, loss, ...
     scores: dict[str, dict[str, Any]] | None = None  # per arch: HLR, IOR, LRS and their inputs
     storage: dict[str, Any] | None = None  # bytes of images, labels (and the teacher when it relabels)
+    teacher: list[dict[str, str]] = field(default_factory=list)  # RDED / SRe2L: the distillation teacher
 
     @property
     def iters_per_sec(self) -> float | None:
@@ -69,6 +70,7 @@ class RunReport:
             **({"labels": self.labels} if self.labels is not None else {}),
             **({"scores": self.scores} if self.scores is not None else {}),
             **({"storage": self.storage} if self.storage is not None else {}),
+            **({"teacher": self.teacher} if self.teacher else {}),
             **({"request": self.request} if self.request is not None else {}),
         }
 
@@ -88,7 +90,7 @@ class RunReport:
             alpha=first.alpha, alpha_source=first.alpha_source, iterations=first.iterations,
             seconds_distill=sum(s.seconds_distill for s in synsets), seconds_eval=seconds_eval,
             synset=None if several else synset_files[0], world_size=world_size,
-            lr=[s.lr for s in synsets] if first.lr is not None else None,
+            lr=[s.lr for s in synsets] if first.lr is not None else None, teacher=list(first.teacher),
             runs=[
                 run_record(run_seed, file, result)
                 for run_seed, file, result in zip(seeds, synset_files, results, strict=True)

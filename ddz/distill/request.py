@@ -59,15 +59,19 @@ class RunRequest:
     """Distil `dataset` into `runs` synthetic sets (seeds seed..seed+runs-1) and evaluate each.
 
     `ptm`: zoo queries (or @lockfiles) of the guidance pool, weighed by `guidance`; `experts`:
-    the zoo query of MTT's expert trajectories; `evaluation` None: no evaluation; `eval_every`
-    N > 0 also evaluates every N iterations (the curve MTT's reference reports); `out`: the run
-    folder (one run) or the folder of seed<S> folders (several); None: runs/<name>."""
+    the zoo query of MTT's expert trajectories; `teacher`: the zoo query (or @lockfile) of the
+    PTMs that drive RDED and SRe2L (the soft labels of the evaluation name theirs in
+    `evaluation.labels.teacher`; `ddz distill --teacher` sets both); `evaluation` None: no
+    evaluation; `eval_every` N > 0 also evaluates every N iterations (the curve MTT's reference
+    reports); `out`: the run folder (one run) or the folder of seed<S> folders (several); None:
+    runs/<name>."""
 
     dataset: str
     distill: DistillConfig = field(default_factory=DistillConfig)
     ptm: tuple[str, ...] = ()
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     experts: tuple[str, ...] = ()
+    teacher: tuple[str, ...] = ()
     runs: int = 1
     seed: int = 0
     evaluation: EvalConfig | None = field(default_factory=EvalConfig)
@@ -98,6 +102,14 @@ class RunRequest:
             raise ConfigError(
                 f"--method {spec.name} needs expert trajectories: add --experts 'DATASET/ARCH/*' "
                 "(train them with `ddz zoo train --recipe mtt-expert --snapshots every`)")
+        if spec.needs_teacher and not self.teacher:
+            raise ConfigError(f"--method {spec.name} needs a teacher: add --teacher QUERY (a zoo query or "
+                              "@lockfile, e.g. --teacher 'cifar10/convnet3bn/seed0@last')")
+        if self.teacher and not spec.needs_teacher:
+            raise ConfigError(f"a distillation teacher drives rded and sre2l, not {spec.name}: drop it "
+                              "(soft labels at evaluation: --eval-labels soft --teacher QUERY)")
+        if self.ptm and not spec.guided:
+            raise ConfigError(f"--method {spec.name} has no loss to add --ptm guidance to: drop --ptm")
         if self.runs < 1:
             raise ConfigError(f"--runs must be at least 1, got {self.runs}")
         if self.eval_every < 0:
@@ -134,6 +146,7 @@ class RunRequest:
         data["evaluation"] = eval_from_json(data.get("evaluation", asdict(EvalConfig())))
         data["ptm"] = tuple(data.get("ptm", ()))
         data["experts"] = tuple(data.get("experts", ()))
+        data["teacher"] = tuple(data.get("teacher", ()))
         return cls(**data)
 
 

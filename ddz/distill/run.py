@@ -126,8 +126,9 @@ def check_experts_whitening(request: RunRequest, experts: ExpertBuffer) -> None:
 
 
 def prepare(request: RunRequest, context: RunContext) -> tuple[ImageDataset, ExpertBuffer | None,
-                                                                Guidance | None]:
-    """The data set (whitened when the experts were), the experts and the guidance pool."""
+                                                                Guidance | None, Teacher | None]:
+    """The data set (whitened when the experts were), the experts, the guidance pool and the
+    distillation teacher (RDED, SRe2L)."""
     data = context.load(request.dataset, request.resolution)
     check_ipc(data, request.distill.ipc)
     experts = None
@@ -141,7 +142,11 @@ def prepare(request: RunRequest, context: RunContext) -> tuple[ImageDataset, Exp
         ptms = context.need_zoo("--ptm").load_ptms(list(request.ptm), str(data.device))
         guidance = Guidance(ptms, data, request.guidance, request.distill.method, request.distill.ipc)
         context.log(f"guidance: {guidance.kind}, alpha {guidance.alpha} ({guidance.alpha_source})")
-    return data, experts, guidance
+    teacher = None
+    if request.teacher:
+        ptms = context.need_zoo("--teacher").load_ptms(list(request.teacher), str(data.device))
+        teacher = Teacher(ptms, data)
+    return data, experts, guidance, teacher
 
 
 # an evaluation as the request asks for it, under hard labels, or without augmentation
@@ -236,8 +241,8 @@ class Evaluator:
 def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
     """Distil and evaluate as `request` says; every rank of `context.ranks` calls it alike."""
     context = context or RunContext()
-    data, experts, guidance = prepare(request, context)
-    config = request.distill.resolved(request.dataset)
+    data, experts, guidance, teacher = prepare(request, context)
+    config = request.distill.resolved(request.dataset, data.image_size)
     folders = run_folders(request.out, request.dataset, config.method, config.ipc, request.seeds, guidance)
     evaluator = Evaluator.of(data, request.evaluation, context) if request.evaluation is not None else None
     synsets: list[SynSet] = []
@@ -252,7 +257,7 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
         synset = distill(
             data, config, seed, guidance, folder, request.checkpoint_every, context.progress,
             dataset_name=request.dataset, ptm_query=request.ptm, experts=experts, ranks=context.ranks,
-            watch=watch, watch_every=request.eval_every,
+            watch=watch, watch_every=request.eval_every, teacher=teacher,
         )
         synsets.append(synset)
         context.log(f"synthetic set: {folder / SYNSET_FILE}")

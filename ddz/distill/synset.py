@@ -54,6 +54,7 @@ class SynSet:
     lr: float | None = None  # MTT's learned step size: evaluation trains with it
     zca: bool = False  # the images live in the ZCA-whitened space of the data set's training split
     experts: list[dict[str, str]] = field(default_factory=list)  # MTT: the expert snapshots used
+    teacher: list[dict[str, str]] = field(default_factory=list)  # RDED, SRe2L: the teacher's PTMs
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -63,7 +64,7 @@ class SynSet:
             "ptm_query": list(self.ptm_query), "ptms": list(self.ptms),
             "guidance": self.guidance, "alpha": self.alpha, "alpha_source": self.alpha_source,
             "iterations": self.iterations, "seconds_distill": self.seconds_distill,
-            "lr": self.lr, "experts": list(self.experts), "zca": self.zca,
+            "lr": self.lr, "experts": list(self.experts), "zca": self.zca, "teacher": list(self.teacher),
         }
 
 
@@ -131,6 +132,7 @@ def _synset(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> SynSet:
         guidance=meta["guidance"], alpha=_alpha(meta["alpha"]), alpha_source=meta.get("alpha_source"),
         iterations=int(meta["iterations"]), seconds_distill=float(meta["seconds_distill"]),
         lr=meta.get("lr"), experts=list(meta.get("experts", [])), zca=bool(meta.get("zca", False)),
+        teacher=list(meta.get("teacher", [])),
     )
 
 

@@ -164,7 +164,8 @@ def cell_evaluation(cell: Cell, labels: str) -> EvalConfig:
 
 def cell_request(cell: Cell, context: CellContext, folder: Path, labels: str | None = None) -> RunRequest:
     """The cell as the one run request every front door builds, evaluated in label regime
-    `labels` (None: the cell's first). Its run folders are <folder>/seed<S> whatever the number
+    `labels` (None: the cell's first). RDED and SRe2L distil from the soft labels' teacher. Its
+    run folders are <folder>/seed<S> whatever the number
     of runs (one run would otherwise use `out` itself); every regime's request names the same."""
     mtt = dict(cell.mtt)
     config = DistillConfig(
@@ -179,6 +180,7 @@ def cell_request(cell: Cell, context: CellContext, folder: Path, labels: str | N
         guidance=GuidanceConfig(cell.guidance, cell.alpha, (), cell.cclom_batch) if cell.guided
         else GuidanceConfig(),
         experts=tuple(cell.experts), runs=cell.runs, seed=context.seed,
+        teacher=tuple(cell.teacher) if config.spec.needs_teacher else (),
         evaluation=cell_evaluation(cell, labels or cell.labels[0]),
         resolution=cell.resolution, out=str(out), checkpoint_every=max(1, min(100, iterations // 10)),
         scores=cell.scores,

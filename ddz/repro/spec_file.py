@@ -430,6 +430,7 @@ def parse_spec(text: str, source: Path) -> Spec:
     scales = {}
     for name, (scale_node, raw) in read.fields(*got["scales"], "scales", SCALES, SCALES).items():
         scales[name] = _scale(read, name, scale_node, raw, spec_datasets)
+    _check_distillation_teacher(read, grid, scales, got["scales"])
     named = {kind: {key: value_node for key, _, value_node in read.mapping(got[section][0], section)}
              for kind, section in (("pool", "pools"), ("experts", "experts")) if section in got}
     _check_templates(read, named, {"pool": pools, "experts": experts}, scales)
@@ -455,6 +456,19 @@ def parse_spec(text: str, source: Path) -> Spec:
     _check_paper_cells(read, spec, got["paper"][0] if "paper" in got else None)
     _check_zoo_use(read, spec, got["scales"])
     return spec
+
+
+def _check_distillation_teacher(read: _Reader, grid: tuple[dict, ...], scales: dict[str, Scale],
+                                scales_node: tuple[yaml.Node, Any]) -> None:
+    """RDED and SRe2L distil from the scale's soft-label teacher: a scale must name one."""
+    needing = [m for block in grid for m in block["method"] if METHODS[m].needs_teacher]
+    if not needing:
+        return
+    for name, (scale_node, _) in read.fields(*scales_node, "scales", SCALES).items():
+        if not scales[name].teacher:
+            raise read.fail(scale_node, f"scale {name!r}: method {needing[0]} distils from a teacher: add "
+                            "`teacher: [QUERY]` under its `eval` (the soft labels' teacher, also RDED's and "
+                            "SRe2L's)")
 
 
 def _check_zoo_use(read: _Reader, spec: Spec, scales: tuple[yaml.Node, Any]) -> None:

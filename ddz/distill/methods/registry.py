@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING
 from ddz.data.base import ImageDataset
 from ddz.distill.experts import ExpertBuffer
 from ddz.distill.guidance import Guidance
+from ddz.distill.labels import Teacher
 from ddz.distill.methods.base import Method
 from ddz.distill.methods.dc import GradientMatching
 from ddz.distill.methods.dm import DistributionMatching
 from ddz.distill.methods.mtt import TrajectoryMatching
 from ddz.distill.methods.mtt_defaults import mtt_settings
+from ddz.distill.methods.rded import RDED
+from ddz.distill.methods.sre2l import SRe2L
 from ddz.distributed.shard import ClassShard
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ class MethodInputs:
     guidance: Guidance | None
     shard: ClassShard | None
     experts: ExpertBuffer | None
+    teacher: Teacher | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class MethodSpec:
     shards: bool  # classes can be sharded over ranks
     lr_img: Callable[[str | None, int], float]  # (data set name, IPC) -> the images' learning rate
     source: str  # where the defaults come from
+    needs_teacher: bool = False  # a zoo teacher drives the method (--teacher): RDED, SRe2L
+    guided: bool = True  # takes --ptm guidance (a loss on the images to add it to)
+    iterations_fixed: int | None = None  # the only number of iterations it takes (RDED selects once)
 
 
 def _dm_lr_img(dataset: str | None, ipc: int) -> float:
@@ -61,6 +68,16 @@ def _gradient_matching(inputs: MethodInputs) -> Method:
 
 def _distribution_matching(inputs: MethodInputs) -> Method:
     return DistributionMatching(inputs.config, inputs.dataset, inputs.guidance, inputs.shard)
+
+
+def _rded(inputs: MethodInputs) -> Method:
+    assert inputs.teacher is not None  # build_method checks needs_teacher first
+    return RDED(inputs.config, inputs.dataset, inputs.teacher, inputs.shard)
+
+
+def _sre2l(inputs: MethodInputs) -> Method:
+    assert inputs.teacher is not None
+    return SRe2L(inputs.config, inputs.dataset, inputs.teacher, inputs.guidance, inputs.shard)
 
 
 def _trajectory_matching(inputs: MethodInputs) -> Method:
@@ -85,5 +102,13 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("mtt", _trajectory_matching, 5000, "real", augment=True, loops=False, needs_experts=True,
                    shards=False, lr_img=lambda dataset, ipc: mtt_settings(dataset, ipc).lr_img,
                    source="GeorgeCazenavette/mtt-distillation distill.py; per-setting table in mtt_defaults"),
+        # RDED selects once (its lr_img is never used: the images are real patches); SRe2L recovers from
+        # noise with Adam at lr 0.25 for 1000 iterations (recover_cifar.sh --lr 0.25 --iteration 1000).
+        MethodSpec("rded", _rded, 1, "real", augment=False, loops=False, needs_experts=False, shards=True,
+                   lr_img=lambda dataset, ipc: 1.0, needs_teacher=True, guided=False, iterations_fixed=1,
+                   source="LINs-lab/RDED scripts/*.sh, argument.py, synthesize/"),
+        MethodSpec("sre2l", _sre2l, 1000, "noise", augment=False, loops=False, needs_experts=False,
+                   shards=True, lr_img=lambda dataset, ipc: 0.25, needs_teacher=True,
+                   source="VILA-Lab/SRe2L SRe2L/*small_dataset/recover_cifar.{py,sh}, recover/"),
     )
 }

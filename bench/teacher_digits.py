@@ -1,0 +1,105 @@
+"""RDED and SRe2L with zoo teachers on the embedded digits, beside DM and random real images, under
+hard and soft labels with DD-Ranking's scores, at IPC 1 and 10; and how the result moves with the
+teacher's epoch (two snapshots of one zoo run).
+
+    python bench/teacher_digits.py --out runs/teacher-digits [--runs 1] [--models 3] [--epochs 300]
+
+1. A zoo: one ConvNet-3 with BatchNorm (convnet3bn, width 32, 10 epochs, batch 64, snapshots at
+   epochs 2 and 10): the teacher of RDED and SRe2L and of the soft labels.
+2. Per IPC: random real subsets, DM (`--dm-iterations`), and RDED and SRe2L (its 1000 iterations
+   by default) from each teacher snapshot; every set evaluated with hard labels and with soft
+   labels from the teacher that distilled it (RDED's relabelling; the late teacher for random
+   real and DM), both for the same epochs, with the scores beside a random subset (same
+   protocol, same teacher, same seeds) and the full data (hard), cached in DIR/home/cache.
+Prints a markdown table (bench/soft_digits.py's) and writes DIR/teacher_digits.json. `seconds`:
+a hard row's is its distillation plus evaluation, a soft row's its evaluation (both with the
+scores' baselines the first time a setting needs them); `seconds_distill` in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ddz import (
+    DistillConfig,
+    EvalConfig,
+    EvalRequest,
+    LaunchConfig,
+    RunContext,
+    RunRequest,
+    Zoo,
+    ZooPaths,
+    evaluate,
+    load_dataset,
+    run,
+)
+from ddz.distill.baselines import BASELINES_FOLDER
+from ddz.distill.labels import LabelConfig
+from ddz.zoo.recipes import TrainRecipe
+
+sys.path.insert(0, str(Path(__file__).parent))
+from soft_digits import digits_parser, print_table, random_rows, row  # noqa: E402  (a sibling script, not a package)
+
+EARLY, LATE = "digits/convnet3bn/seed0@epoch2", "digits/convnet3bn/seed0@epoch10"
+
+
+def main() -> None:
+    parser = digits_parser(__doc__, "runs/teacher-digits", runs=1, models=3)
+    parser.add_argument("--sre2l-iterations", type=int, default=None, help="default: SRe2L's 1000")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset("digits")
+    zoo = Zoo(ZooPaths.under(args.out / "home"))
+    recipe = TrainRecipe(epochs=10, batch_size=64, snapshots=(2, 10), net=(("width", 32),))
+    jobs = zoo.plan("digits", ["convnet3bn"], [0], recipe, data, device="cpu")
+    summary = zoo.train([job for job, _ in jobs], LaunchConfig(launcher="inline"), data=data)
+    assert not summary.failed, summary.failed[0].error
+    accs = {q: zoo.resolve(q)[0].summary.metrics.get("test_acc") for q in (EARLY, LATE)}
+    context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
+    hard = EvalConfig(models=args.models, epochs=args.epochs)
+
+    def soft(teacher: str) -> EvalConfig:
+        return replace(hard, labels=LabelConfig("soft", (teacher,)))
+
+    rows: list[dict] = []
+
+    def add(*new: dict) -> None:  # each row as it comes, one JSON line: a long run that stops keeps them
+        for item in new:
+            rows.append(item)
+            print(json.dumps(item), flush=True)
+
+    for ipc in args.ipc:
+        add(*random_rows(context, ipc, args.runs,
+                         {"hard": hard, "soft": soft(LATE), "soft (epoch-2 teacher)": soft(EARLY)}))
+        dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
+        requests = {"DM": (RunRequest("digits", dm), LATE)}
+        for name, teacher in (("epoch 10", LATE), ("epoch 2", EARLY)):
+            requests[f"RDED, teacher {name}"] = (
+                RunRequest("digits", DistillConfig(method="rded", ipc=ipc), teacher=(teacher,)), teacher)
+            requests[f"SRe2L, teacher {name}"] = (
+                RunRequest("digits", DistillConfig(method="sre2l", ipc=ipc, iterations=args.sre2l_iterations),
+                           teacher=(teacher,)), teacher)
+        for method, (request, teacher) in requests.items():
+            folder = args.out / "runs" / f"{method.replace(', ', '-').replace(' ', '').lower()}-ipc{ipc}"
+            started = time.perf_counter()
+            request = replace(request, runs=args.runs, evaluation=hard, out=str(folder), scores=True)
+            report = run(request, context)
+            add({**row(method, ipc, "hard", report, time.perf_counter() - started),
+                 "seconds_distill": round(report.seconds_distill, 1)})
+            files = tuple(r["synset"] for r in report.runs) if report.runs else (report.synset,)
+            started = time.perf_counter()
+            soft_report = evaluate(EvalRequest(files, soft(teacher), scores=True), context)
+            regime = "soft" if teacher == LATE else "soft (epoch-2 teacher)"
+            add(row(method, ipc, regime, soft_report, time.perf_counter() - started))
+    result = {"teachers": accs, "runs": args.runs, "models": args.models, "epochs": args.epochs, "rows": rows}
+    (args.out / "teacher_digits.json").write_text(json.dumps(result, indent=2))
+    print(f"teachers' test accuracy: {accs}")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
