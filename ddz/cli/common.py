@@ -27,6 +27,12 @@ console = Console(stderr=True)
 out = Console()
 
 
+def follow_terminal() -> None:
+    """Let both consoles measure the terminal (and COLUMNS) again: a rich Console fixes its
+    width when COLUMNS is set at its creation, and main() may run many times in one process."""
+    console.width = out.width = None  # type: ignore[assignment]
+
+
 @dataclass
 class Settings:
     data_root: Path = Path("data")

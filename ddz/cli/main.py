@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ddz import __version__
-from ddz.cli.common import console, settings
+from ddz.cli.common import console, follow_terminal, settings
 from ddz.errors import DDZError
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ for _module in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; usage errors are Typer's (exit 2), DDZErrors print one line (exit 2)."""
     settings.argv = tuple(sys.argv[1:] if argv is None else argv)
+    follow_terminal()
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as done:
