@@ -13,6 +13,7 @@ from ddz.io import sha256_file
 pytestmark = pytest.mark.slow  # end to end (make check leaves it out)
 
 
+@pytest.mark.timeout(1200)  # two demo runs: about 2.5 minutes on one quiet core, several when loaded
 def test_demo_quick_end_to_end(run_ddz, tmp_path) -> None:
     out = tmp_path / "demo"
     result = run_ddz("demo", "--quick", "--out", str(out), timeout=900)
