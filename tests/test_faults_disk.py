@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import skip_unless_ci
 from olah_server import save_snapshot
 
 from ddz.distill import synset as stored
@@ -64,7 +65,7 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(root)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the full-disk tests (uid {os.getuid()}): "
+        skip_unless_ci(f"cannot mount a tmpfs for the full-disk tests (uid {os.getuid()}): "
                     f"{(mounted.stderr or mounted.stdout).strip()}; they need root with CAP_SYS_ADMIN")
     try:
         yield Disk(root)
