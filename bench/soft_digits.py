@@ -3,8 +3,10 @@ DM + CLoM and MTT at IPC 1 and 10, each evaluated under both regimes through the
 
     python bench/soft_digits.py --out runs/soft-digits [--runs 3] [--models 5] [--epochs 300]
 
-1. A zoo: PTMs (ConvNet-3, the demo's recipe: width 32, 10 epochs, batch 64; seed 0 is the
-   teacher, seeds 0-2 the CLoM pool) and MTT experts (mtt-expert, seeds 10-14, 15 epochs,
+1. A zoo: PTMs (ConvNet-3, the demo's recipe: width 32, 10 epochs, batch 64; seeds 0-2 the CLoM
+   pool), the teacher (ConvNet-3 with BatchNorm, same recipe, snapshots at epochs 2 and 10: the
+   one bench/teacher_digits.py distils RDED and SRe2L with, so that both tables share one
+   teacher and one cache under `--home`) and MTT experts (mtt-expert, seeds 10-14, 15 epochs,
    every epoch).
 2. Per IPC: random real subsets, DM, DM + CLoM and MTT, `--runs` sets each; every set evaluated
    with hard labels and with soft labels from the teacher (DD-Ranking's defaults: KL at T 1.2,
@@ -40,14 +42,19 @@ from ddz.distill.baselines import BASELINES_FOLDER
 from ddz.distill.labels import LabelConfig
 from ddz.zoo.recipes import RECIPES, TrainRecipe
 
-TEACHER = "digits/convnet3/seed0@epoch10"
+TEACHER = "digits/convnet3bn/seed0@epoch10"
+EARLY_TEACHER = "digits/convnet3bn/seed0@epoch2"
+EXPERT_EPOCHS = 15
 
 
-def train_zoo(zoo: Zoo, data, expert_epochs: int) -> None:
+def train_zoo(zoo: Zoo, data, expert_epochs: int = EXPERT_EPOCHS) -> None:
+    """The zoo both digits benches use (already trained runs are skipped)."""
     ptm = TrainRecipe(epochs=10, batch_size=64, snapshots=(10,), net=(("width", 32),))
+    teacher = replace(ptm, snapshots=(2, 10))
     experts = replace(RECIPES["mtt-expert"], epochs=expert_epochs, snapshots=tuple(range(expert_epochs + 1)))
-    for recipe, seeds in ((ptm, [0, 1, 2]), (experts, list(range(10, 15)))):
-        jobs = zoo.plan("digits", ["convnet3"], seeds, recipe, data, device="cpu")
+    for arch, recipe, seeds in (("convnet3", ptm, [0, 1, 2]), ("convnet3bn", teacher, [0]),
+                                ("convnet3", experts, list(range(10, 15)))):
+        jobs = zoo.plan("digits", [arch], seeds, recipe, data, device="cpu")
         summary = zoo.train([job for job, _ in jobs], LaunchConfig(launcher="inline"), data=data)
         assert not summary.failed, summary.failed[0].error
 
@@ -65,6 +72,8 @@ def digits_parser(doc: str, out: str, runs: int, models: int) -> argparse.Argume
     """The options this script and bench/teacher_digits.py share."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--home", type=Path, default=None,
+                        help="the zoo and the baselines' cache (default: OUT/home); the benches can share it")
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--models", type=int, default=models)
@@ -87,19 +96,25 @@ def random_rows(context: RunContext, ipc: int, runs: int, regimes: dict[str, Eva
 def main() -> None:
     parser = digits_parser(__doc__, "runs/soft-digits", runs=3, models=5)
     parser.add_argument("--mtt-iterations", type=int, default=300)
-    parser.add_argument("--expert-epochs", type=int, default=15)
+    parser.add_argument("--expert-epochs", type=int, default=EXPERT_EPOCHS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("digits")
-    zoo = Zoo(ZooPaths.under(args.out / "home"))
+    zoo = Zoo(ZooPaths.under(args.home or args.out / "home"))
     train_zoo(zoo, data, args.expert_epochs)
     teacher_acc = zoo.resolve(TEACHER)[0].summary.metrics.get("test_acc")
     context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
     hard = EvalConfig(models=args.models, epochs=args.epochs)
     soft = replace(hard, labels=LabelConfig("soft", (TEACHER,)))
-    rows = []
+    rows: list[dict] = []
+
+    def add(*new: dict) -> None:  # each row as it comes, one JSON line: a long run that stops keeps them
+        for item in new:
+            rows.append(item)
+            print(json.dumps(item), flush=True)
+
     for ipc in args.ipc:
-        rows += random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft})
+        add(*random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft}))
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {
             "DM": RunRequest("digits", dm),
@@ -114,11 +129,12 @@ def main() -> None:
             started = time.perf_counter()
             request = replace(request, runs=args.runs, evaluation=hard, out=str(folder), scores=True)
             report = run(request, context)
-            rows.append(row(method, ipc, "hard", report, time.perf_counter() - started))
+            add({**row(method, ipc, "hard", report, time.perf_counter() - started),
+                 "seconds_distill": round(report.seconds_distill, 1)})
             files = tuple(r["synset"] for r in report.runs) if report.runs else (report.synset,)
             started = time.perf_counter()
             soft_report = evaluate(EvalRequest(files, soft), context)
-            rows.append(row(method, ipc, "soft", soft_report, time.perf_counter() - started))
+            add(row(method, ipc, "soft", soft_report, time.perf_counter() - started))
     summary = {"teacher": TEACHER, "teacher_test_acc": teacher_acc, "runs": args.runs, "models": args.models,
                "epochs": args.epochs, "rows": rows}
     (args.out / "soft_digits.json").write_text(json.dumps(summary, indent=2))

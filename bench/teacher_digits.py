@@ -4,13 +4,15 @@ teacher's epoch (two snapshots of one zoo run).
 
     python bench/teacher_digits.py --out runs/teacher-digits [--runs 1] [--models 3] [--epochs 300]
 
-1. A zoo: one ConvNet-3 with BatchNorm (convnet3bn, width 32, 10 epochs, batch 64, snapshots at
-   epochs 2 and 10): the teacher of RDED and SRe2L and of the soft labels.
-2. Per IPC: random real subsets, DM (`--dm-iterations`), and RDED and SRe2L (its 1000 iterations
-   by default) from each teacher snapshot; every set evaluated with hard labels and with soft
-   labels from the teacher that distilled it (RDED's relabelling; the late teacher for random
-   real and DM), both for the same epochs, with the scores beside a random subset (same
-   protocol, same teacher, same seeds) and the full data (hard), cached in DIR/home/cache.
+1. The zoo of bench/soft_digits.py (trained here if missing); its teacher, a ConvNet-3 with
+   BatchNorm (convnet3bn, width 32, 10 epochs, batch 64, snapshots at epochs 2 and 10), distils
+   RDED and SRe2L and gives the soft labels.
+2. Per IPC: random real subsets, and RDED and SRe2L (its 1000 iterations by default) from each
+   teacher snapshot; every set evaluated with hard labels and with soft labels from the teacher
+   that distilled it (RDED's relabelling; the late teacher for random real), both for the same
+   epochs, with the scores beside a random subset (same protocol, same teacher, same seeds) and
+   the full data (hard), cached in HOME/cache. DM, DM + CLoM and MTT under the same teacher and
+   protocol are bench/soft_digits.py's rows: give both the same `--home` to share the cache.
 Prints a markdown table (bench/soft_digits.py's) and writes DIR/teacher_digits.json. `seconds`:
 a hard row's is its distillation plus evaluation, a soft row's its evaluation (both with the
 scores' baselines the first time a setting needs them); `seconds_distill` in the JSON.
@@ -28,7 +30,6 @@ from ddz import (
     DistillConfig,
     EvalConfig,
     EvalRequest,
-    LaunchConfig,
     RunContext,
     RunRequest,
     Zoo,
@@ -39,12 +40,13 @@ from ddz import (
 )
 from ddz.distill.baselines import BASELINES_FOLDER
 from ddz.distill.labels import LabelConfig
-from ddz.zoo.recipes import TrainRecipe
 
 sys.path.insert(0, str(Path(__file__).parent))
-from soft_digits import digits_parser, print_table, random_rows, row  # noqa: E402  (a sibling script, not a package)
+import soft_digits  # noqa: E402  (a sibling script, not a package)
 
-EARLY, LATE = "digits/convnet3bn/seed0@epoch2", "digits/convnet3bn/seed0@epoch10"
+EARLY, LATE = soft_digits.EARLY_TEACHER, soft_digits.TEACHER
+digits_parser, print_table, random_rows, row = (soft_digits.digits_parser, soft_digits.print_table,
+                                                soft_digits.random_rows, soft_digits.row)
 
 
 def main() -> None:
@@ -53,11 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("digits")
-    zoo = Zoo(ZooPaths.under(args.out / "home"))
-    recipe = TrainRecipe(epochs=10, batch_size=64, snapshots=(2, 10), net=(("width", 32),))
-    jobs = zoo.plan("digits", ["convnet3bn"], [0], recipe, data, device="cpu")
-    summary = zoo.train([job for job, _ in jobs], LaunchConfig(launcher="inline"), data=data)
-    assert not summary.failed, summary.failed[0].error
+    zoo = Zoo(ZooPaths.under(args.home or args.out / "home"))
+    soft_digits.train_zoo(zoo, data)
     accs = {q: zoo.resolve(q)[0].summary.metrics.get("test_acc") for q in (EARLY, LATE)}
     context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
     hard = EvalConfig(models=args.models, epochs=args.epochs)
@@ -75,8 +74,7 @@ def main() -> None:
     for ipc in args.ipc:
         add(*random_rows(context, ipc, args.runs,
                          {"hard": hard, "soft": soft(LATE), "soft (epoch-2 teacher)": soft(EARLY)}))
-        dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
-        requests = {"DM": (RunRequest("digits", dm), LATE)}
+        requests = {}
         for name, teacher in (("epoch 10", LATE), ("epoch 2", EARLY)):
             requests[f"RDED, teacher {name}"] = (
                 RunRequest("digits", DistillConfig(method="rded", ipc=ipc), teacher=(teacher,)), teacher)
