@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded data set, and the real `ddz` console script run as a subprocess.
+"""Shared fixtures: the embedded data set, and the `ddz` command run in this process (`run_ddz`)
+or as the real console script in a subprocess (`run_ddz_process`).
 
 The suite runs on pytest-xdist workers (`make test`: `-n 2`). Each worker computes with one torch
 thread, and so do the `ddz` processes it starts (OMP_NUM_THREADS is inherited): two workers with two
@@ -9,6 +10,8 @@ once.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from ddz.data import ImageDataset, load_dataset
 
@@ -60,29 +64,70 @@ def digits() -> ImageDataset:
     return load_dataset("digits")
 
 
+def _environment(tmp_path: Path, env: dict[str, str] | None) -> dict[str, str]:
+    """What every `ddz` the tests run sees: DDZ_HOME and the data root inside tmp_path."""
+    return {
+        "DDZ_HOME": str(tmp_path / "ddz-home"),
+        "DDZ_DATA_ROOT": str(tmp_path / "data"),
+        "COLUMNS": "200",
+        **(env or {}),
+    }
+
+
 @pytest.fixture
-def run_ddz(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """run_ddz(*args) runs `ddz args...` in tmp_path with DDZ_HOME and --data-root inside it."""
-    home = tmp_path / "ddz-home"
+def run_ddz_process(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """run_ddz_process(*args) runs the `ddz` console script as a process in tmp_path: for what only
+    a process shows (its own start-up and imports, exit codes of crashes, ranks writing to the
+    terminal, signals)."""
 
     def run(
         *args: str, timeout: float = 300, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        environment = {
-            **os.environ,
-            "DDZ_HOME": str(home),
-            "DDZ_DATA_ROOT": str(tmp_path / "data"),
-            "COLUMNS": "200",
-            **(env or {}),
-        }
         return subprocess.run(
             [*ddz_executable(), *args],
             cwd=tmp_path,
-            env=environment,
+            env={**os.environ, **_environment(tmp_path, env)},
             capture_output=True,
             text=True,
             timeout=timeout,
         )
+
+    return run
+
+
+def ddz_in_process(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`ddz args...` run in this process as the console script would run in `cwd` with `env` added
+    to the environment: the same exit status, stdout and stderr captured, without the 3-5 s a new
+    process spends importing torch. An exception the CLI lets escape fails the test with its
+    traceback, where a process would have exited 1. The environment, working directory and torch
+    thread count (`--threads` sets it) are restored afterwards."""
+    from ddz.cli.main import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, threads = dict(os.environ), Path.cwd(), torch.get_num_threads()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["ddz", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture
+def run_ddz(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """run_ddz(*args) runs `ddz args...` in this process (`ddz_in_process`) in tmp_path with
+    DDZ_HOME and the data root inside it; `timeout` is pytest-timeout's job here."""
+
+    def run(
+        *args: str, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        del timeout
+        return ddz_in_process(list(args), tmp_path, _environment(tmp_path, env))
 
     return run
 

@@ -75,14 +75,14 @@ def test_usage_errors_exit_2_without_traceback(run_ddz) -> None:
     assert "Traceback" not in result.stderr and "--bogus" in result.stderr
 
 
-def test_help_and_zoo_listing_import_no_torch(run_ddz, tmp_path: Path) -> None:
+def test_help_and_zoo_listing_import_no_torch(run_ddz_process, tmp_path: Path) -> None:
     """`ddz --help`, `ddz zoo list` and `ddz zoo show` start without torch or timm (seconds saved
     on every call; bench/cli_startup.py times it)."""
     from olah_server import make_zoo
 
     make_zoo(tmp_path / "ddz-home" / "zoo", seeds=(0,), epochs=(1,))
     for args in (["--help"], ["zoo", "list"], ["zoo", "show", "digits/convnet3/seed0@epoch1"]):
-        result = run_ddz(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        result = run_ddz_process(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert result.returncode == 0, result.stderr
         imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
         assert "ddz.cli.main" in imported  # the import log is there

@@ -52,12 +52,12 @@ def start_ranks_until_checkpoint(command: list[str], cwd: Path, env: dict[str, s
     return job, victim
 
 
-def test_nproc_2_writes_one_run_equal_to_one_process(run_ddz, tmp_path):
+def test_nproc_2_writes_one_run_equal_to_one_process(run_ddz, run_ddz_process, tmp_path):
     common = [*TINY, "--iterations", "6", "--checkpoint-every", "3", "--eval-models", "2",
               "--eval-epochs", "1"]
-    two = run_ddz(*common, "--nproc", "2", "--out", "two", "--json", "two.json")
+    two = run_ddz_process(*common, "--nproc", "2", "--out", "two", "--json", "two.json")
     assert two.returncode == 0, two.stderr
-    one = run_ddz(*common, "--out", "one", "--json", "one.json", env={"OMP_NUM_THREADS": "1"})
+    one = run_ddz("--threads", "1", *common, "--out", "one", "--json", "one.json")
     assert one.returncode == 0, one.stderr
     report = json.loads((tmp_path / "two.json").read_text())
     assert report["world_size"] == 2 and json.loads((tmp_path / "one.json").read_text())["world_size"] == 1
@@ -71,8 +71,8 @@ def test_nproc_2_writes_one_run_equal_to_one_process(run_ddz, tmp_path):
         "checkpoint.safetensors", "eval.json", "synset.png", "synset.safetensors"]
 
 
-def test_bad_input_found_by_the_ranks_is_one_line(run_ddz):
-    done = run_ddz(*TINY[:-4], "--ipc", "500", "--nproc", "2", "--eval-models", "0")
+def test_bad_input_found_by_the_ranks_is_one_line(run_ddz_process):
+    done = run_ddz_process(*TINY[:-4], "--ipc", "500", "--nproc", "2", "--eval-models", "0")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --ipc 500 is out of range"), done.stderr

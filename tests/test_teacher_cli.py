@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ddz_executable, start_and_kill_when
+from conftest import ddz_executable, ddz_in_process, start_and_kill_when
 
 from ddz.distill.synset import CHECKPOINT_FILE, GRID_FILE, SYNSET_FILE, load_checkpoint, load_synset
 
@@ -31,13 +31,11 @@ def zoo(tmp_path_factory) -> Path:
 
 
 def environment(home: Path) -> dict[str, str]:
-    return {**os.environ, "DDZ_HOME": str(home / "ddz-home"), "DDZ_DATA_ROOT": str(home / "data"),
-            "COLUMNS": "200"}
+    return {"DDZ_HOME": str(home / "ddz-home"), "DDZ_DATA_ROOT": str(home / "data"), "COLUMNS": "200"}
 
 
 def run_in(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*ddz_executable(), *args], cwd=cwd or home, env=environment(home),
-                          capture_output=True, text=True, timeout=600)
+    return ddz_in_process(list(args), cwd or home, environment(home))
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -82,8 +80,8 @@ def test_kill_9_during_a_recovery_then_resume_gives_the_uninterrupted_images(zoo
     args = ["distill", "--dataset", "digits", "--method", "sre2l", "--ipc", "2", "--teacher", BN,
             "--iterations", "60", "--checkpoint-every", "5", "--eval-models", "0"]
     killed = tmp_path / "killed"
-    start_and_kill_when([*ddz_executable(), *args, "--out", str(killed)], zoo, environment(zoo),
-                        killed / CHECKPOINT_FILE)
+    start_and_kill_when([*ddz_executable(), *args, "--out", str(killed)], zoo,
+                        {**os.environ, **environment(zoo)}, killed / CHECKPOINT_FILE)
     done = load_checkpoint(killed / CHECKPOINT_FILE).iteration
     assert 0 < done < 60 and not (killed / SYNSET_FILE).exists()
     resumed = run_in(zoo, *args, "--out", str(killed))
