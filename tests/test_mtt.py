@@ -18,10 +18,13 @@ from ddz.distill.methods.mtt import Student, constant_memory_gradients, plan_ste
 from ddz.errors import ConfigError
 from ddz.nets import build_net
 from ddz.zoo.api import Zoo
+from ddz.zoo.launch import LaunchConfig
 from ddz.zoo.paths import ZooPaths
 from ddz.zoo.recipes import RECIPES, recipe_named
 
 WIDTH = 8
+
+INLINE = LaunchConfig(launcher="inline")  # trained in this process: no worker start-up per seed
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def experts(tmp_path_factory, digits) -> Zoo:
     zoo = Zoo(ZooPaths.under(tmp_path_factory.mktemp("experts")))
     recipe = replace(RECIPES["mtt-expert"], epochs=4, snapshots=tuple(range(5)), net=(("width", WIDTH),))
     jobs = zoo.plan("digits", ["convnet3"], [0, 1], recipe, digits, device="cpu")
-    summary = zoo.train([job for job, _ in jobs], data=digits)
+    summary = zoo.train([job for job, _ in jobs], INLINE, data=digits)
     assert not summary.failed
     return zoo
 
@@ -190,7 +193,7 @@ def test_zca_experts_make_mtt_distil_and_show_in_the_whitened_space(digits, tmp_
     zoo = Zoo(ZooPaths.under(tmp_path / "zca"))
     recipe = replace(RECIPES["mtt-expert"], epochs=3, snapshots=(0, 1, 2, 3), zca=True, net=(("width", 4),))
     jobs = zoo.plan("digits", ["convnet3"], [0], recipe, digits, device="cpu")
-    assert not zoo.train([job for job, _ in jobs], data=digits).failed
+    assert not zoo.train([job for job, _ in jobs], INLINE, data=digits).failed
     buffer = buffer_of(zoo)
     assert buffer.zca and buffer.meta.recipe["zca"] is True
     from ddz.data.zca import whitened

@@ -19,6 +19,7 @@ from ddz.repro.cell import CellContext, run_cell
 from ddz.repro.grid import expand
 from ddz.repro.spec_file import load_spec
 from ddz.zoo.api import Zoo
+from ddz.zoo.launch import LaunchConfig
 from ddz.zoo.paths import ZooPaths
 from ddz.zoo.recipes import RECIPES
 
@@ -26,6 +27,8 @@ TINY = Path(__file__).parent / "specs" / "tiny.yaml"
 NET = ["--net-option", "width=8"]
 SMALL = ["--dataset", "digits", "--method", "dm", "--ipc", "2", "--iterations", "6", "--batch-real", "8",
          *NET, "--eval-models", "1", "--eval-epochs", "2"]
+
+INLINE = LaunchConfig(launcher="inline")  # trained in this process: no worker start-up per seed
 
 
 def small_request(out: Path) -> RunRequest:
@@ -97,7 +100,7 @@ def experts(tmp_path_factory, digits) -> Zoo:
     zoo = Zoo(ZooPaths.under(tmp_path_factory.mktemp("experts")))
     recipe = replace(RECIPES["mtt-expert"], epochs=3, snapshots=(0, 1, 2, 3), net=(("width", 8),))
     jobs = zoo.plan("digits", ["convnet3"], [0, 1], recipe, digits, device="cpu")
-    assert not zoo.train([job for job, _ in jobs], data=digits).failed
+    assert not zoo.train([job for job, _ in jobs], INLINE, data=digits).failed
     return zoo
 
 
@@ -189,7 +192,7 @@ def test_zca_from_zoo_train_through_mtt_to_eval(run_ddz, tmp_path):
     accuracy as the run's own evaluation)."""
     small = ["--dataset", "digits", "--epochs", "2", "--net-option", "width=4"]
     experts = run_ddz("zoo", "train", *small, "--arch", "convnet3", "--recipe", "mtt-expert-zca",
-                      "--seeds", "2", "--snapshots", "every", timeout=500)
+                      "--seeds", "2", "--snapshots", "every", "--launcher", "inline", timeout=500)
     assert experts.returncode == 0, experts.stderr
     ptm = run_ddz("zoo", "train", *small, "--arch", "convnet3bn", "--seeds", "1", timeout=500)
     assert ptm.returncode == 0, ptm.stderr

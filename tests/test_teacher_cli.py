@@ -25,7 +25,7 @@ def zoo(tmp_path_factory) -> Path:
     """A zoo home with a width-8 convnet3bn and convnet3 of 1 epoch on digits."""
     home = tmp_path_factory.mktemp("teacher-zoo")
     result = run_in(home, "zoo", "train", "--dataset", "digits", "--arch", "convnet3bn", "--arch", "convnet3",
-                    "--seeds", "1", "--epochs", "1", "--net-option", "width=8")
+                    "--seeds", "1", "--epochs", "1", "--net-option", "width=8", "--launcher", "inline")
     assert result.returncode == 0, result.stderr
     return home
 
