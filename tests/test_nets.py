@@ -7,7 +7,7 @@ import timm
 import torch
 
 from ddz.errors import ConfigError
-from ddz.nets import ARCHS, build_from_config, build_net
+from ddz.nets import ARCHS, build_from_config, build_net, register_with_timm
 
 SHAPES = [(3, 32), (1, 28), (1, 16)]
 
@@ -72,6 +72,7 @@ def test_convnet6_is_refused_below_its_resolution() -> None:
 
 
 def test_timm_creates_the_same_net() -> None:
+    assert "ddz_convnet3" in register_with_timm()
     via_timm = timm.create_model("ddz_convnet3", num_classes=10)
     ours = build_net("convnet3", 3, 10, 32)
     assert count(via_timm) == count(ours) == 320_010

@@ -2,5 +2,8 @@
 
 from ddz.nets.factory import ARCHS, arch_names, build_from_config, build_net, check_arch
 from ddz.nets.models import DDNet
+from ddz.nets.timm_models import register_with_timm
 
-__all__ = ["ARCHS", "DDNet", "arch_names", "build_from_config", "build_net", "check_arch"]
+__all__ = [
+    "ARCHS", "DDNet", "arch_names", "build_from_config", "build_net", "check_arch", "register_with_timm",
+]

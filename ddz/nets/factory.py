@@ -1,7 +1,8 @@
-"""One factory for every architecture, the registry as data, and timm registration."""
+"""One factory for every architecture, and the registry as data (timm registration: timm_models.py)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,40 +82,7 @@ def build_from_config(config: dict[str, Any]) -> DDNet:
     )
 
 
-def _register_with_timm() -> None:
-    """Expose every arch as `timm.create_model("ddz_<arch>", num_classes=..., in_chans=..., img_size=...)`."""
-    try:
-        from timm.models import register_model
-    except ImportError:  # timm is optional for the rest of ddz
-        return
+if "timm" in sys.modules:  # timm is already paid for: register now, as register_with_timm() would
+    from ddz.nets.timm_models import register_with_timm
 
-    def make_entrypoint(arch: str):
-        def entrypoint(pretrained: bool = False, **kwargs: Any) -> DDNet:
-            if pretrained:
-                raise ConfigError(
-                    f"ddz_{arch} has no timm pretrained weights; load a zoo snapshot "
-                    "with ddz.zoo instead"
-                )
-            for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-                kwargs.pop(key, None)
-            return build_net(
-                arch,
-                in_channels=kwargs.pop("in_chans", 3),
-                num_classes=kwargs.pop("num_classes", 10),
-                image_size=kwargs.pop("img_size", 32),
-                **kwargs,
-            )
-
-        entrypoint.__name__ = f"ddz_{arch}"
-        entrypoint.__qualname__ = entrypoint.__name__
-        entrypoint.__module__ = __name__
-        return entrypoint
-
-    from timm.models import is_model
-
-    for arch in ARCHS:
-        if not is_model(f"ddz_{arch}"):
-            register_model(make_entrypoint(arch))
-
-
-_register_with_timm()
+    register_with_timm()
