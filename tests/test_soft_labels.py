@@ -182,7 +182,12 @@ def test_soft_eval_from_the_zoo_reports_scores_and_caches_its_baselines(run_ddz,
     assert score["ior"] == 0.0 and 0.0 <= score["inputs"]["full_acc"] <= 1.0
     assert report["storage"]["teacher_sha256"] and report["storage"]["images"] == 10 * 16 * 16 * 4
     cached = sorted((tmp_path / "ddz-home" / "cache" / "baselines").glob("*.json"))
-    assert [p.name.split("-")[0] for p in cached] == ["full", "random"]
+    # the subsets under soft labels and under hard labels (HLR's): the very results the report holds
+    assert [p.name.split("-")[0] for p in cached] == ["full", "random", "random"]
+    by_regime = {json.loads(p.read_text())["key"]["config"]["labels"]["labels"]: json.loads(p.read_text())
+                 for p in cached[1:]}
+    assert [acc for run in by_regime["soft"]["runs"] for acc in run["convnet3"]["accs"]] == \
+        report["eval"]["convnet3"]["accs"]
     stamps = [p.stat().st_mtime_ns for p in cached]
     again = run_ddz(*args, "--json", "again.json")
     assert again.returncode == 0, again.stderr

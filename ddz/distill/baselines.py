@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ddz.io import atomic_write_json
 from ddz.progress import NullProgress, Progress
 
 BASELINES_FOLDER = "baselines"
+EvalResult = dict[str, ArchResult]  # per arch
 
 
 def hard_protocol(config: EvalConfig) -> EvalConfig:
@@ -30,11 +32,15 @@ def hard_protocol(config: EvalConfig) -> EvalConfig:
 
 
 class Baselines:
-    """Random-subset and full-data accuracies, cached under `folder` (None: never cached)."""
+    """Random-subset and full-data accuracies, cached under `folder` (None: only in memory, for
+    the life of this object). Results are kept per seed, so that `ddz eval --random-real` (whose
+    sets are these very subsets) reads them instead of evaluating the same subsets again."""
 
-    def __init__(self, folder: Path | None, progress: Progress | None = None, ranks: Ranks = SINGLE):
-        self.folder, self.progress, self.ranks = folder, progress or NullProgress(), ranks
+    def __init__(self, folder: Path | None, progress: Progress | None = None, ranks: Ranks = SINGLE,
+                 notes: list[str] | None = None):
+        self.folder, self.progress, self.ranks, self.notes = folder, progress or NullProgress(), ranks, notes
         self.computed: list[str] = []  # which were computed (not read from the cache) in this process
+        self._memo: dict[str, list[EvalResult]] = {}
 
     def _key(self, what: str, data: ImageDataset, config: EvalConfig, seeds: list[int],
              teacher: Teacher | None, ipc: int | None = None) -> dict[str, Any]:
@@ -43,39 +49,59 @@ class Baselines:
                 "config": settings, "seeds": seeds, "ipc": ipc,
                 "teacher": [p["sha256"] for p in teacher.describe()] if teacher is not None else None}
 
-    def _cached(self, key: dict[str, Any], compute) -> dict[str, ArchResult]:
+    def _cached(self, key: dict[str, Any], compute: Callable[[], list[EvalResult]]) -> list[EvalResult]:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        if digest in self._memo:
+            return self._memo[digest]
         path = self.folder / f"{key['what']}-{digest}.json" if self.folder is not None else None
-        if path is not None and path.is_file():
-            saved = json.loads(path.read_text())
-            if saved.get("key") == key:
-                return {arch: ArchResult.from_json(r) for arch, r in saved["eval"].items()}
-        result = compute()
-        self.computed.append(key["what"])
-        if path is not None and self.ranks.is_main:
-            atomic_write_json(path, {"key": key, "eval": {a: r.to_json() for a, r in result.items()}})
-        return result
+        runs = _read(path, key) if path is not None else None
+        if runs is None:
+            runs = compute()
+            self.computed.append(key["what"])
+            if path is not None and self.ranks.is_main:
+                atomic_write_json(path, {"key": key, "runs": [{a: r.to_json() for a, r in run.items()}
+                                                              for run in runs]})
+        self._memo[digest] = runs
+        return runs
 
-    def random_subset(self, data: ImageDataset, ipc: int, config: EvalConfig, seeds: list[int],
-                      teacher: Teacher | None = None) -> dict[str, ArchResult]:
+    def random_runs(self, data: ImageDataset, ipc: int, config: EvalConfig, seeds: list[int],
+                    teacher: Teacher | None = None) -> list[EvalResult]:
         """IPC random real images per class, drawn and evaluated with seed s for each of `seeds`
-        (the synthetic sets' seeds), under `config`."""
-        def compute() -> dict[str, ArchResult]:
-            runs = []
-            for seed in seeds:
-                images, labels = random_real(data, ipc, seed)
-                runs.append(evaluate_synset(images, labels, data, config, seed, self.progress, None,
-                                            self.ranks, teacher))
-            return combine_runs(runs)
+        (the synthetic sets' seeds), under `config`: one result per seed."""
+        def compute() -> list[EvalResult]:
+            return [evaluate_synset(*random_real(data, ipc, seed), data, config, seed, self.progress,
+                                    self.notes, self.ranks, teacher) for seed in seeds]
 
         return self._cached(self._key("random", data, config, seeds, teacher, ipc), compute)
 
-    def full_data(self, data: ImageDataset, config: EvalConfig, seed: int) -> dict[str, ArchResult]:
+    def random_subset(self, data: ImageDataset, ipc: int, config: EvalConfig, seeds: list[int],
+                      teacher: Teacher | None = None) -> EvalResult:
+        """`random_runs` summed up over the seeds."""
+        return combine_runs(self.random_runs(data, ipc, config, seeds, teacher))
+
+    def full_data(self, data: ImageDataset, config: EvalConfig, seed: int) -> EvalResult:
         """The whole training split under the hard-label protocol of `config`."""
         hard = hard_protocol(config)
 
-        def compute() -> dict[str, ArchResult]:
-            return evaluate_synset(data.train_images, data.train_labels, data, hard, seed, self.progress,
-                                   None, self.ranks)
+        def compute() -> list[EvalResult]:
+            return [evaluate_synset(data.train_images, data.train_labels, data, hard, seed, self.progress,
+                                    self.notes, self.ranks)]
 
-        return self._cached(self._key("full", data, hard, [seed], None), compute)
+        return self._cached(self._key("full", data, hard, [seed], None), compute)[0]
+
+
+def _read(path: Path, key: dict[str, Any]) -> list[EvalResult] | None:
+    """The per-seed results a cache file holds for `key`; None when it holds no such thing. A
+    file of ddz before 2026-12-07 holds one summary ("eval"): still the full data's result, but
+    a random subset's summary cannot be split into its seeds, so that one is computed again."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("key") != key:
+        return None
+    runs = saved.get("runs")
+    if runs is None and key["what"] == "full" and "eval" in saved:
+        runs = [saved["eval"]]
+    if runs is None:
+        return None
+    return [{arch: ArchResult.from_json(result) for arch, result in run.items()} for run in runs]

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,6 +173,17 @@ class Evaluator:
             teacher = Teacher(ptms, data)
         return cls(data, config, context, teacher)
 
+    @cached_property
+    def baselines(self) -> Baselines:
+        """The scores' random-subset and full-data accuracies (the context's cache folder)."""
+        return Baselines(self.context.cache, self.context.progress, self.context.ranks, self.notes)
+
+    def random_runs(self, ipc: int, seeds: list[int], variant: Variant = "protocol") -> list[EvalResult]:
+        """Random real subsets (seed s for each of `seeds`) under `variant`: the baselines' own
+        results, so a random-real evaluation and its scores evaluate each subset once."""
+        teacher = None if variant == "hard" else self.teacher
+        return self.baselines.random_runs(self.data, ipc, self.protocol(variant), seeds, teacher)
+
     def protocol(self, variant: Variant = "protocol") -> EvalConfig:
         """The evaluation itself, its hard-label version (what HLR compares) or its version
         without augmentation (what ARS compares)."""
@@ -204,7 +216,7 @@ class Evaluator:
         """DD-Ranking's scores of the sets beside a random subset (same protocol, same seeds)
         and the full data (hard labels), both cached; ARS when the sets were also evaluated
         without augmentation."""
-        baselines = Baselines(self.context.cache, self.context.progress, self.context.ranks)
+        baselines = self.baselines
         random = baselines.random_subset(self.data, ipc, self.config, seeds, self.teacher)
         full = baselines.full_data(self.data, self.config, seed)
         mine = combine_runs(results["protocol"])
@@ -332,7 +344,7 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
     if request.random_real:
         assert request.dataset is not None
         data = context.load(request.dataset, request.resolution)
-        sets = [(*random_real(data, request.ipc, seed), None) for seed in seeds]
+        sets = [(*random_real(data, request.ipc, seed), None) for seed in seeds]  # (for the storage record)
         meta: dict = dict(method="random-real", ipc=request.ipc)
         names: list[str | None] = [None] * len(sets)
     else:
@@ -350,11 +362,14 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
         names = list(request.synsets)
     started = time.perf_counter()
     evaluator = Evaluator.of(data, request.evaluation, context)
-    per_run = [evaluator(images, labels, seed, lr)
-               for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
-    other_runs = {variant: [evaluator(images, labels, seed, lr, variant=variant)
-                            for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
-                  for variant in evaluator.variants(request.scores_on, request.ars)}
+    variants: list[Variant] = ["protocol", *evaluator.variants(request.scores_on, request.ars)]
+    if request.random_real:
+        results = {variant: evaluator.random_runs(request.ipc, seeds, variant) for variant in variants}
+    else:
+        results = {variant: [evaluator(images, labels, seed, lr, variant=variant)
+                             for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
+                   for variant in variants}
+    per_run = results["protocol"]
     several = len(sets) > 1
     report = RunReport(
         dataset=data.name, seed=request.seed, eval=combine_runs(per_run),
@@ -367,8 +382,7 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
     )
     _label_report(report, evaluator, sets[0][0])
     if request.scores_on:
-        report.scores = evaluator.scores(report.ipc, seeds, request.seed, {"protocol": per_run, **other_runs},
-                                         request.score_weight)
+        report.scores = evaluator.scores(report.ipc, seeds, request.seed, results, request.score_weight)
     report.notes = list(dict.fromkeys(evaluator.notes))
     return report
 
