@@ -63,6 +63,19 @@ def test_rded_distils_a_synset_evaluated_with_the_teachers_soft_labels(zoo, tmp_
     assert again.returncode == 0, again.stderr  # the report reruns (loading the finished set)
 
 
+def test_rded_evaluated_with_its_own_crops_takes_its_factor(zoo, tmp_path):
+    """`--eval-augment rded`: RDED's patch shuffle and region crops over the run's own 2 x 2
+    regions, the teacher relabelling each augmented batch (region-level soft labels)."""
+    result = run_in(zoo, "distill", "--dataset", "digits", "--method", "rded", "--ipc", "1", "--teacher", BN,
+                    "--factor", "2", "--candidates", "12", "--eval-augment", "rded", "--no-scores",
+                    *FAST, "--out", str(tmp_path / "r"), "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["labels"]["regime"] == "soft" and report["labels"]["soft_mode"] == "regenerate"
+    assert report["labels"]["augment"] == "rded" and report["labels"]["crop_factor"] == 2
+    assert report["request"]["evaluation"]["crop_factor"] is None  # a rerun resolves it again
+
+
 def test_sre2l_with_hard_labels_on_request(zoo, tmp_path):
     result = run_in(zoo, "distill", "--dataset", "digits", "--method", "sre2l", "--ipc", "1", "--teacher", BN,
                     "--iterations", "3", "--eval-labels", "hard", *FAST, "--out", str(tmp_path / "s"),

@@ -77,7 +77,9 @@ def distill_command(
     eval_epochs: int = _opt(None, "--eval-epochs", panel=EVAL, help="Default 1000; 300 without "
                            "augmentation."),
     eval_arch: list[str] = _opt([], "--eval-arch", panel=EVAL, help="Evaluation archs (default: --arch)."),
-    eval_augment: str = _opt(None, "--eval-augment", panel=EVAL, help="dsa | dc | none (dsa)."),
+    eval_augment: str = _opt(None, "--eval-augment", panel=EVAL, help="dsa | dc | rded | none (dsa)."),
+    eval_crop_factor: int = _opt(None, "--eval-crop-factor", panel=EVAL, help="--eval-augment rded: patches "
+                                 "per side (default: an RDED run's --factor, else 1)."),
     eval_batched: bool = _opt(None, "--batched/--sequential", panel=EVAL,
                               help="Train an arch's models as one batched model (same nets)."),
     eval_compile: bool = _opt(None, "--eval-compile", panel=EVAL, help="torch.compile the evaluation nets."),

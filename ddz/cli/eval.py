@@ -59,7 +59,13 @@ def eval_command(
         help="Training epochs E (E+1 run, lr x0.1 after E//2+1); default 1000, 300 unaugmented.",
     ),
     batch_size: int = typer.Option(256, "--batch-size"),
-    augment: str = typer.Option("dsa", "--augment", help="dsa | dc (the DC reference's rule) | none"),
+    augment: str = typer.Option(
+        "dsa", "--augment",
+        help="dsa | dc (the DC reference's rule) | rded (RDED's patch shuffle, crops, flip) | none",
+    ),
+    crop_factor: int | None = typer.Option(
+        None, "--crop-factor", help="--augment rded: patches per side of the stitched images (RDED's factor)."
+    ),
     no_dsa: bool = typer.Option(False, "--no-dsa", help="Same as --augment none."),
     batched: bool = typer.Option(
         True, "--batched/--sequential", help="Train an arch's models as one batched model (same results)."
@@ -106,7 +112,7 @@ def eval_command(
 
     config = EvalConfig(
         archs=tuple(arch), models=models, epochs=epochs, batch_size=batch_size,
-        augment="none" if no_dsa else augment, batched=batched, compile=compile_nets,
+        augment="none" if no_dsa else augment, crop_factor=crop_factor, batched=batched, compile=compile_nets,
         cuda_graph=cuda_graph, amp=amp,
         labels=LabelConfig(labels, tuple(teacher), kd_loss, temperature, soft_labels),
         mix=MixConfig(mix, mix_beta) if mix is not None else None,

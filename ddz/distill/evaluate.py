@@ -31,6 +31,7 @@ from ddz.data.augment import DSA, DSAConfig, DSAParams, augment
 from ddz.data.base import ImageDataset
 from ddz.data.dc_augment import DCAugConfig, dc_augment, strategy_for
 from ddz.data.mix import MixConfig
+from ddz.data.region_crop import RegionCropConfig, region_crop
 from ddz.devices import amp_dtype
 from ddz.distill.labels import LabelConfig, Objective, Teacher
 from ddz.distributed.ranks import SINGLE, Ranks
@@ -42,7 +43,7 @@ from ddz.progress import NullProgress, Progress
 from ddz.seeding import derive_seed, generator
 from ddz.training import GraphedStep, TrainStep, accuracies, accuracy, train_epoch
 
-AUGMENTS = ("dsa", "dc", "none")
+AUGMENTS = ("dsa", "dc", "rded", "none")
 EPOCHS_AUGMENTED, EPOCHS_PLAIN = 1000, 300  # reference main.py: with / without augmentation
 EPOCHS_SOFT = 300  # DD-Ranking 0.2.0's soft protocol (LabelRobustScoreSoft num_epochs=300)
 
@@ -67,6 +68,9 @@ class EvalConfig:
     amp: str = "none"  # "bf16": the nets' forwards under torch.autocast(bfloat16)
     labels: LabelConfig = field(default_factory=LabelConfig)  # hard, or soft from a teacher
     mix: MixConfig | None = None  # None: CutMix with soft labels (DD-Ranking's default), none with hard
+    # augment "rded": RDED's patch shuffle and crops over crop_factor x crop_factor regions (None:
+    # the RDED run's own factor when an RDED run evaluates its sets, else 1)
+    crop_factor: int | None = None
 
     def __post_init__(self) -> None:
         for arch in self.archs:
@@ -75,7 +79,14 @@ class EvalConfig:
             raise ConfigError(unknown_name("evaluation augmentation", self.augment, AUGMENTS))
         if self.models < 1 or (self.epochs is not None and self.epochs < 1):
             raise ConfigError("--models and --epochs must be at least 1")
+        if self.crop_factor is not None:
+            if self.augment != "rded":
+                raise ConfigError("--crop-factor sets the rded augmentation: add --augment rded")
+            self.region_crop()
         amp_dtype(self.amp)
+
+    def region_crop(self) -> RegionCropConfig:
+        return RegionCropConfig(1 if self.crop_factor is None else self.crop_factor)
 
     def dc_strategy(self, dataset: ImageDataset, arch: str) -> str:
         return strategy_for(dataset.name, arch) if self.augment == "dc" else "none"
@@ -91,7 +102,7 @@ class EvalConfig:
             return self.epochs
         if self.labels.soft:
             return EPOCHS_SOFT
-        augmented = self.augment == "dsa" or self.dc_strategy(dataset, arch) != "none"
+        augmented = self.augment in ("dsa", "rded") or self.dc_strategy(dataset, arch) != "none"
         return EPOCHS_AUGMENTED if augmented else EPOCHS_PLAIN
 
 
@@ -249,6 +260,9 @@ def training_augmentation(
     if config.augment == "dsa":
         dsa = DSA(config.dsa_config, derive_seed(seed, "dsa"), device)
         return lambda x: dsa(x, dsa.per_sample(len(x)))
+    if config.augment == "rded":
+        crop, crop_generator = config.region_crop(), generator(seed, "region-crop", device=device)
+        return lambda x: region_crop(x, crop, crop_generator)
     strategy = config.dc_strategy(dataset, arch)
     if strategy == "none":
         return None

@@ -256,7 +256,11 @@ def run(request: RunRequest, context: RunContext | None = None) -> RunReport:
     data, experts, guidance, teacher = prepare(request, context)
     config = request.distill.resolved(request.dataset, data.image_size)
     folders = run_folders(request.out, request.dataset, config.method, config.ipc, request.seeds, guidance)
-    evaluator = Evaluator.of(data, request.evaluation, context) if request.evaluation is not None else None
+    evaluation = request.evaluation
+    if evaluation is not None and evaluation.augment == "rded" and evaluation.crop_factor is None \
+            and config.method == "rded":  # RDED's crops span its own regions
+        evaluation = replace(evaluation, crop_factor=config.rded.factor)
+    evaluator = Evaluator.of(data, evaluation, context) if evaluation is not None else None
     synsets: list[SynSet] = []
     per_run: list[dict[str, ArchResult]] = []
     variants = evaluator.variants(request.scores_on, request.ars) if evaluator is not None else []
@@ -308,7 +312,10 @@ def cache_files(soft: bool) -> dict[Variant, str]:
 
 def _label_report(report: RunReport, evaluator: Evaluator, images: torch.Tensor) -> None:
     labels = evaluator.config.labels
-    report.labels = {"regime": labels.labels, "mix": asdict(evaluator.config.mixing)}
+    report.labels = {"regime": labels.labels, "mix": asdict(evaluator.config.mixing),
+                     "augment": evaluator.config.augment}
+    if evaluator.config.augment == "rded":  # the crops that make a relabelled batch region-level
+        report.labels["crop_factor"] = evaluator.config.region_crop().factor
     if labels.soft and evaluator.teacher is not None:
         report.labels.update(teacher=evaluator.teacher.describe(), loss=labels.loss,
                              temperature=labels.temperature, soft_mode=labels.soft_mode)
