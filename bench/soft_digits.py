@@ -82,6 +82,26 @@ def digits_parser(doc: str, out: str, runs: int, models: int) -> argparse.Argume
     return parser
 
 
+class Rows(list):
+    """The table's rows; each printed as one JSON line as it comes, so a long run that stops keeps them."""
+
+    def add(self, *new: dict) -> None:
+        for item in new:
+            self.append(item)
+            print(json.dumps(item), flush=True)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Zoo, RunContext, EvalConfig]:
+    """The shared zoo (trained where missing), the run context with the baselines' cache, and the
+    hard-label protocol of the bench's `--models` and `--epochs`."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset("digits")
+    zoo = Zoo(ZooPaths.under(args.home or args.out / "home"))
+    train_zoo(zoo, data, getattr(args, "expert_epochs", EXPERT_EPOCHS))
+    context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
+    return zoo, context, EvalConfig(models=args.models, epochs=args.epochs)
+
+
 def random_rows(context: RunContext, ipc: int, runs: int, regimes: dict[str, EvalConfig]) -> list[dict]:
     """Random real subsets of digits evaluated in each regime, with their scores."""
     rows = []
@@ -98,23 +118,12 @@ def main() -> None:
     parser.add_argument("--mtt-iterations", type=int, default=300)
     parser.add_argument("--expert-epochs", type=int, default=EXPERT_EPOCHS)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset("digits")
-    zoo = Zoo(ZooPaths.under(args.home or args.out / "home"))
-    train_zoo(zoo, data, args.expert_epochs)
+    zoo, context, hard = prepare(args)
     teacher_acc = zoo.resolve(TEACHER)[0].summary.metrics.get("test_acc")
-    context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
-    hard = EvalConfig(models=args.models, epochs=args.epochs)
     soft = replace(hard, labels=LabelConfig("soft", (TEACHER,)))
-    rows: list[dict] = []
-
-    def add(*new: dict) -> None:  # each row as it comes, one JSON line: a long run that stops keeps them
-        for item in new:
-            rows.append(item)
-            print(json.dumps(item), flush=True)
-
+    rows = Rows()
     for ipc in args.ipc:
-        add(*random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft}))
+        rows.add(*random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft}))
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {
             "DM": RunRequest("digits", dm),
@@ -129,12 +138,12 @@ def main() -> None:
             started = time.perf_counter()
             request = replace(request, runs=args.runs, evaluation=hard, out=str(folder), scores=True)
             report = run(request, context)
-            add({**row(method, ipc, "hard", report, time.perf_counter() - started),
+            rows.add({**row(method, ipc, "hard", report, time.perf_counter() - started),
                  "seconds_distill": round(report.seconds_distill, 1)})
             files = tuple(r["synset"] for r in report.runs) if report.runs else (report.synset,)
             started = time.perf_counter()
             soft_report = evaluate(EvalRequest(files, soft), context)
-            add(row(method, ipc, "soft", soft_report, time.perf_counter() - started))
+            rows.add(row(method, ipc, "soft", soft_report, time.perf_counter() - started))
     summary = {"teacher": TEACHER, "teacher_test_acc": teacher_acc, "runs": args.runs, "models": args.models,
                "epochs": args.epochs, "rows": rows}
     (args.out / "soft_digits.json").write_text(json.dumps(summary, indent=2))

@@ -30,15 +30,10 @@ from ddz import (
     DistillConfig,
     EvalConfig,
     EvalRequest,
-    RunContext,
     RunRequest,
-    Zoo,
-    ZooPaths,
     evaluate,
-    load_dataset,
     run,
 )
-from ddz.distill.baselines import BASELINES_FOLDER
 from ddz.distill.labels import LabelConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -53,26 +48,15 @@ def main() -> None:
     parser = digits_parser(__doc__, "runs/teacher-digits", runs=1, models=3)
     parser.add_argument("--sre2l-iterations", type=int, default=None, help="default: SRe2L's 1000")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset("digits")
-    zoo = Zoo(ZooPaths.under(args.home or args.out / "home"))
-    soft_digits.train_zoo(zoo, data)
+    zoo, context, hard = soft_digits.prepare(args)
     accs = {q: zoo.resolve(q)[0].summary.metrics.get("test_acc") for q in (EARLY, LATE)}
-    context = RunContext(zoo, data=data, cache=zoo.paths.home / "cache" / BASELINES_FOLDER)
-    hard = EvalConfig(models=args.models, epochs=args.epochs)
 
     def soft(teacher: str) -> EvalConfig:
         return replace(hard, labels=LabelConfig("soft", (teacher,)))
 
-    rows: list[dict] = []
-
-    def add(*new: dict) -> None:  # each row as it comes, one JSON line: a long run that stops keeps them
-        for item in new:
-            rows.append(item)
-            print(json.dumps(item), flush=True)
-
+    rows = soft_digits.Rows()
     for ipc in args.ipc:
-        add(*random_rows(context, ipc, args.runs,
+        rows.add(*random_rows(context, ipc, args.runs,
                          {"hard": hard, "soft": soft(LATE), "soft (epoch-2 teacher)": soft(EARLY)}))
         requests = {}
         for name, teacher in (("epoch 10", LATE), ("epoch 2", EARLY)):
@@ -86,13 +70,13 @@ def main() -> None:
             started = time.perf_counter()
             request = replace(request, runs=args.runs, evaluation=hard, out=str(folder), scores=True)
             report = run(request, context)
-            add({**row(method, ipc, "hard", report, time.perf_counter() - started),
+            rows.add({**row(method, ipc, "hard", report, time.perf_counter() - started),
                  "seconds_distill": round(report.seconds_distill, 1)})
             files = tuple(r["synset"] for r in report.runs) if report.runs else (report.synset,)
             started = time.perf_counter()
             soft_report = evaluate(EvalRequest(files, soft(teacher), scores=True), context)
             regime = "soft" if teacher == LATE else "soft (epoch-2 teacher)"
-            add(row(method, ipc, regime, soft_report, time.perf_counter() - started))
+            rows.add(row(method, ipc, regime, soft_report, time.perf_counter() - started))
     result = {"teachers": accs, "runs": args.runs, "models": args.models, "epochs": args.epochs, "rows": rows}
     (args.out / "teacher_digits.json").write_text(json.dumps(result, indent=2))
     print(f"teachers' test accuracy: {accs}")
