@@ -236,3 +236,24 @@ def test_ars_evaluates_without_augmentation_too(digits, tmp_path):
     assert aug["set_aug_acc"] == report.eval["convnet3"].mean == aug["random_aug_acc"]  # random beside itself
     assert aug["set_plain_acc"] == aug["random_plain_acc"]
     assert score["ars"] == pytest.approx((1 - math.exp(-1)) / (math.e - math.exp(-1)))  # f(0)
+
+
+def test_soft_eval_of_a_run_folder_reuses_the_runs_hard_evaluation(run_ddz, tmp_path, zoo_teacher):
+    """`ddz eval RUN --labels soft` needs the set's hard-label accuracy (HLR): the run folder's
+    eval.json already holds it, so it is read, not recomputed; the soft result is added beside."""
+    common = ["--eval-models", "1", "--eval-epochs", "2"]
+    distilled = run_ddz("distill", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--iterations", "2",
+                        "--net-option", "width=8", "--out", "run", "--json", "hard.json", *common)
+    assert distilled.returncode == 0, distilled.stderr
+    hard_cache = tmp_path / "run" / "eval.json"
+    cached = json.loads(hard_cache.read_text())
+    cached["eval"]["convnet3"]["accs"] = [0.125]  # no accuracy over the 454 test images is 1/8
+    hard_cache.write_text(json.dumps(cached))
+    soft = run_ddz("eval", "run", "--labels", "soft", "--teacher", zoo_teacher, "--models", "1",
+                   "--epochs", "2", "--json", "soft.json")
+    assert soft.returncode == 0, soft.stderr
+    report = json.loads((tmp_path / "soft.json").read_text())
+    assert report["scores"]["convnet3"]["inputs"]["set_hard_acc"] == 0.125  # read, not recomputed
+    assert json.loads(hard_cache.read_text()) == cached  # and left as it was
+    soft_cache = json.loads((tmp_path / "run" / "eval-soft.json").read_text())
+    assert soft_cache["eval"]["convnet3"]["accs"] == report["eval"]["convnet3"]["accs"]

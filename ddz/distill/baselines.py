@@ -9,12 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ddz.data.base import ImageDataset
-from ddz.distill.evaluate import ArchResult, EvalConfig, combine_runs, evaluate_synset, random_real
+from ddz.distill.evaluate import (
+    ArchResult,
+    EvalConfig,
+    combine_runs,
+    evaluate_synset,
+    random_real,
+    settings_key,
+)
 from ddz.distill.labels import LabelConfig, Teacher
 from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.io import atomic_write_json
@@ -44,7 +51,7 @@ class Baselines:
 
     def _key(self, what: str, data: ImageDataset, config: EvalConfig, seeds: list[int],
              teacher: Teacher | None, ipc: int | None = None) -> dict[str, Any]:
-        settings = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "batched"}
+        settings = settings_key(config)
         return {"what": what, "dataset": data.name, "data": data.fingerprint(), "zca": data.zca is not None,
                 "config": settings, "seeds": seeds, "ipc": ipc,
                 "teacher": [p["sha256"] for p in teacher.describe()] if teacher is not None else None}

@@ -23,6 +23,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -391,12 +392,14 @@ def evaluate_cached(
     notes: list[str] | None = None,
     ranks: Ranks = SINGLE,
     teacher: Teacher | None = None,
+    overwrite: bool = True,
 ) -> dict[str, ArchResult]:
     """`evaluate_synset`, kept in `cache` (a JSON file) keyed by the synthetic set's content, the
-    evaluation settings and the seed, so that a re-run (e.g. a resumed `--runs N`) reuses it."""
+    evaluation settings and the seed, so that a re-run (e.g. a resumed `--runs N`) reuses it.
+    `overwrite` False: a cache file holding another evaluation is left as it is."""
     # batched and cuda_graph train the same nets; amp "none" is the key evaluations had before --amp
-    settings = {k: v for k, v in json.loads(json.dumps(asdict(config))).items()
-                if k not in ("batched", "cuda_graph") and not (k == "amp" and v == "none")}
+    settings = {k: v for k, v in settings_key(config).items()
+                if k != "cuda_graph" and not (k == "amp" and v == "none")}
     key = {
         "synset_sha256": content_sha256({"images": images, "labels": labels}),
         "config": settings,
@@ -409,6 +412,14 @@ def evaluate_cached(
         if saved.get("key") == key:
             return {arch: ArchResult.from_json(result) for arch, result in saved["eval"].items()}
     results = evaluate_synset(images, labels, dataset, config, seed, progress, notes, ranks, teacher)
-    if cache is not None and ranks.is_main:
+    if cache is not None and ranks.is_main and (overwrite or not cache.exists()):
         atomic_write_json(cache, {"key": key, "eval": {a: r.to_json() for a, r in results.items()}})
     return results
+
+
+def settings_key(config: EvalConfig) -> dict[str, Any]:
+    """The settings that make an evaluation's result, as cache keys hold them: `batched` trains the
+    same nets, and a setting added later is left out at its default, so that earlier keys match."""
+    later_defaults = {"crop_factor": None}
+    return {k: v for k, v in json.loads(json.dumps(asdict(config))).items()
+            if k != "batched" and not (k in later_defaults and v == later_defaults[k])}

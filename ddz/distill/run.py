@@ -199,9 +199,10 @@ class Evaluator:
                 if wanted]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, seed: int, lr: float | None = None,
-                 cache: Path | None = None, variant: Variant = "protocol") -> dict[str, ArchResult]:
+                 cache: Path | None = None, variant: Variant = "protocol",
+                 overwrite: bool = True) -> dict[str, ArchResult]:
         """The set's accuracies (with the step size it learnt) under `variant` of the protocol;
-        `cache`: a JSON file that keeps them."""
+        `cache`: a JSON file that keeps them (`overwrite` False: unless it keeps another)."""
         config = _with_lr(self.protocol(variant), lr)
         teacher = None if variant == "hard" else self.teacher
         context = self.context
@@ -209,7 +210,7 @@ class Evaluator:
             return evaluate_synset(images, labels, self.data, config, seed, context.progress, self.notes,
                                    context.ranks, teacher)
         return evaluate_cached(images, labels, self.data, config, seed, cache, context.progress, self.notes,
-                               context.ranks, teacher)
+                               context.ranks, teacher, overwrite)
 
     def scores(self, ipc: int, seeds: list[int], seed: int, results: dict[Variant, list[EvalResult]],
                weight: float) -> dict[str, dict[str, Any]]:
@@ -372,9 +373,12 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
     variants: list[Variant] = ["protocol", *evaluator.variants(request.scores_on, request.ars)]
     if request.random_real:
         results = {variant: evaluator.random_runs(request.ipc, seeds, variant) for variant in variants}
-    else:
-        results = {variant: [evaluator(images, labels, seed, lr, variant=variant)
-                             for (images, labels, lr), seed in zip(sets, seeds, strict=True)]
+    else:  # a set in its run folder shares the folder's caches with `ddz distill` (adding, never replacing)
+        caches = cache_files(evaluator.config.labels.soft)
+        folders = [_run_folder(name) for name in names]
+        results = {variant: [evaluator(images, labels, seed, lr, folder / caches[variant] if folder else None,
+                                       variant, overwrite=False)
+                             for (images, labels, lr), seed, folder in zip(sets, seeds, folders, strict=True)]
                    for variant in variants}
     per_run = results["protocol"]
     several = len(sets) > 1
@@ -392,6 +396,16 @@ def evaluate(request: EvalRequest, context: RunContext | None = None) -> RunRepo
         report.scores = evaluator.scores(report.ipc, seeds, request.seed, results, request.score_weight)
     report.notes = list(dict.fromkeys(evaluator.notes))
     return report
+
+
+def _run_folder(name: str | None) -> Path | None:
+    """The run folder a saved set was given as (or as its synset file in one); None otherwise."""
+    if name is None:
+        return None
+    path = Path(name)
+    if path.is_dir():
+        return path
+    return path.parent if path.name == SYNSET_FILE else None
 
 
 def _check_one_setting(paths: Sequence[str], saved: Sequence[SynSet]) -> None:
