@@ -64,7 +64,7 @@ def test_epochs_follow_the_reference_rule(digits):
     assert EvalConfig(augment="dc").epochs_for(digits, "convnet3") == 300  # get_daparam: none here
     assert EvalConfig(augment="dc").epochs_for(digits, "convnet3bn") == 1000  # crop_noise
     assert EvalConfig(augment="dc", epochs=7).epochs_for(digits, "convnet3bn") == 7
-    with pytest.raises(ConfigError, match="unknown evaluation augmentation 'dcc'.*dc, dsa, none"):
+    with pytest.raises(ConfigError, match="unknown evaluation augmentation 'dcc'.*dc, dsa, rded, none"):
         EvalConfig(augment="dcc")
     images, labels = random_real(digits, 1, seed=0)
     result = evaluate_synset(images, labels, digits, EvalConfig(models=1, epochs=2, augment="dc"))

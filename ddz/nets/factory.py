@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,9 +79,3 @@ def build_from_config(config: dict[str, Any]) -> DDNet:
         arch, config["in_channels"], config["num_classes"], config["image_size"],
         **{k: v for k, v in extra.items() if base.get(k) != v or k in base},
     )
-
-
-if "timm" in sys.modules:  # timm is already paid for: register now, as register_with_timm() would
-    from ddz.nets.timm_models import register_with_timm
-
-    register_with_timm()
