@@ -45,6 +45,7 @@ from ddz.zoo.recipes import RECIPES, TrainRecipe
 TEACHER = "digits/convnet3bn/seed0@epoch10"
 EARLY_TEACHER = "digits/convnet3bn/seed0@epoch2"
 EXPERT_EPOCHS = 15
+METHOD_NAMES = {"DM": "dm", "DM + CLoM": "dm-clom", "MTT": "mtt"}
 
 
 def train_zoo(zoo: Zoo, data, expert_epochs: int = EXPERT_EPOCHS) -> None:
@@ -117,13 +118,16 @@ def main() -> None:
     parser = digits_parser(__doc__, "runs/soft-digits", runs=3, models=5)
     parser.add_argument("--mtt-iterations", type=int, default=300)
     parser.add_argument("--expert-epochs", type=int, default=EXPERT_EPOCHS)
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES.values()) + ["random"],
+                        choices=list(METHOD_NAMES.values()) + ["random"], help="the rows to run (all)")
     args = parser.parse_args()
     zoo, context, hard = prepare(args)
     teacher_acc = zoo.resolve(TEACHER)[0].summary.metrics.get("test_acc")
     soft = replace(hard, labels=LabelConfig("soft", (TEACHER,)))
     rows = Rows()
     for ipc in args.ipc:
-        rows.add(*random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft}))
+        if "random" in args.methods:
+            rows.add(*random_rows(context, ipc, args.runs, {"hard": hard, "soft": soft}))
         dm = DistillConfig(method="dm", ipc=ipc, iterations=args.dm_iterations, batch_real=64)
         requests = {
             "DM": RunRequest("digits", dm),
@@ -134,6 +138,8 @@ def main() -> None:
                               experts=("digits/convnet3/seed1[0-4]",)),
         }
         for method, request in requests.items():
+            if METHOD_NAMES[method] not in args.methods:
+                continue
             folder = args.out / "runs" / f"{method.replace(' + ', '-').lower()}-ipc{ipc}"
             started = time.perf_counter()
             request = replace(request, runs=args.runs, evaluation=hard, out=str(folder), scores=True)
