@@ -42,6 +42,15 @@ class SlurmCluster:
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), env=self.env(), capture_output=True, text=True, timeout=timeout)
 
+    def queue_after_drain(self, timeout: float = 30) -> str:
+        """squeue's lines once the queue empties, or what is still there after `timeout` s. ddz
+        takes a job's result from its status file, which the job writes a moment before it exits
+        and SLURM takes it off the queue."""
+        deadline = time.monotonic() + timeout
+        while (listed := self.run("squeue", "-h").stdout.strip()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return listed
+
     def logs(self) -> str:
         parts = []
         for path in sorted((self.root / "log").glob("*.log")):

@@ -35,7 +35,7 @@ def test_a_grid_through_slurm_one_job_per_cell(slurm_cluster, tmp_path):  # noqa
     assert "nosuchset" in report["cells"][-1]["error"]
     # one submitit job folder per cell, plus the zoo's job
     assert len(list((tmp_path / "grid" / "jobs").glob("cells-*/slurm/*/*_log.err"))) == 5
-    assert slurm_cluster.run("squeue", "-h").stdout.strip() == ""
+    assert slurm_cluster.queue_after_drain() == ""  # no job left behind
 
 
 TWO_CELLS = """\

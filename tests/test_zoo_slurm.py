@@ -73,7 +73,7 @@ def test_grid_through_slurm_with_one_failing_job(slurm_cluster, tmp_path, digits
     # The job folder lives under DDZ_HOME/jobs, with submitit's logs of each SLURM job.
     [folder] = (home / "jobs").iterdir()
     assert len(list(folder.glob("slurm/*/*_log.err"))) == 3
-    assert slurm_cluster.run("squeue", "-h").stdout.strip() == ""
+    assert slurm_cluster.queue_after_drain() == ""  # no job left behind
     # SLURM saw the failed task exit with status 1 (the task's own error, re-raised by submitit)
     logs = folder.glob("slurm/*/*_log.err")
     [job_id] = [log.parent.name for log in logs if "IntegrityError" in log.read_text()]
