@@ -7,10 +7,10 @@ one line naming the file and its expected sha256, its checkpoint intact; once th
 again the same run continues from that checkpoint, not from the start, and ends with the images
 of a run that was never interrupted.
 
-Guidance loads its PTMs once, verified, at the start: a file that goes bad afterwards cannot
-change the running run, which ends as if nothing happened; the next start (a continuation,
-or a rerun after the job was killed) stops with the one line, and after the file is restored
-continues from the checkpoint."""
+Guidance loads its PTMs once, verified, at the start, and checks their files again after every
+checkpoint (a stat, and the sha256 when the file's size, inode or time moved): a file that went
+bad stops the run there with the same one line, and once the file is good again the run continues
+from that checkpoint."""
 
 from __future__ import annotations
 
@@ -141,29 +141,67 @@ def test_the_cli_stops_on_the_bad_expert_with_one_line_and_finishes_once_it_is_g
     assert load_synset(out).iterations == 4
 
 
-def test_a_ptm_altered_under_a_running_guidance_run_stops_the_next_start_until_it_is_restored(
+def _guidance_request(out: Path, iterations: int = 4) -> RunRequest:
+    config = DistillConfig(method="dm", ipc=1, iterations=iterations, batch_real=8,
+                           net_options=(("width", 8),))
+    return RunRequest("digits", config, ptm=("digits/convnet3/seed0@epoch2",), evaluation=None,
+                      out=str(out), checkpoint_every=1)
+
+
+def test_a_ptm_altered_under_a_running_guidance_run_stops_it_at_the_checkpoint_and_the_run_resumes(
         zoo, digits, tmp_path):
     path, sha256 = _record(zoo, "digits/convnet3/seed0@epoch2")
     good = path.read_bytes()
-    config = DistillConfig(method="dm", ipc=1, iterations=4, batch_real=8, net_options=(("width", 8),))
-    request = RunRequest("digits", config, ptm=("digits/convnet3/seed0@epoch2",), evaluation=None,
-                         out=str(tmp_path / "run"), checkpoint_every=1)
-    longer = replace(request, distill=replace(config, iterations=6))
-    run(replace(longer, out=str(tmp_path / "whole")), RunContext(zoo, data=digits))  # never spoiled
+    request = _guidance_request(tmp_path / "run")
+    run(_guidance_request(tmp_path / "whole"), RunContext(zoo, data=digits))  # never spoiled
 
-    # altered after iteration 2: the run holds the weights it verified at its start and finishes
-    first = run(request, RunContext(zoo, data=digits, progress=Spoiler(path, after=2, how="flip")))
-    assert first.iterations == 4 and path.read_bytes() != good
-
-    # continuing it (6 iterations) loads the pool again: one line naming the file and its sha256
+    # altered after iteration 2: the run stops right after that iteration's checkpoint
     with pytest.raises(IntegrityError) as caught:
-        run(longer, RunContext(zoo, data=digits))
-    line = str(caught.value)
-    assert "\n" not in line and str(path) in line and f"the record says {sha256}" in line
-    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 4
+        run(request, RunContext(zoo, data=digits, progress=Spoiler(path, after=2, how="flip")))
+    assert str(caught.value) == (
+        f"{path} fails its integrity check: sha256 {caught.value.actual} but the record says {sha256}; "
+        "the file was changed or corrupted, delete it and re-train or re-pull it; the run stopped at its "
+        "checkpoint (iteration 2) and continues from there when run again")
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 2
 
-    path.write_bytes(good)
+    # while the file is bad, a rerun stops at the start (the pool is verified when it loads)
+    with pytest.raises(IntegrityError, match="the record says " + sha256):
+        run(request, RunContext(zoo, data=digits))
+
+    path.write_bytes(good)  # pulled again
     progress = Spoiler()
-    resumed = run(longer, RunContext(zoo, data=digits, progress=progress))
-    assert progress.steps[0] == 4 and resumed.iterations == 6
+    resumed = run(request, RunContext(zoo, data=digits, progress=progress))
+    assert progress.steps[0] == 2 and resumed.iterations == 4
     assert torch.equal(load_synset(tmp_path / "run").images, load_synset(tmp_path / "whole").images)
+
+
+def test_a_ptm_deleted_under_a_guidance_run_is_named_and_the_run_resumes_once_it_is_back(
+        zoo, digits, tmp_path):
+    path, sha256 = _record(zoo, "digits/convnet3/seed0@epoch2")
+    with pytest.raises(IntegrityError) as caught:
+        run(_guidance_request(tmp_path / "gone"),
+            RunContext(zoo, data=digits, progress=Spoiler(path, 1, "delete")))
+    assert str(caught.value).startswith(f"{path} is missing (its recorded sha256 is {sha256}); ")
+    assert str(caught.value).endswith("the run stopped at its checkpoint (iteration 1) and continues from "
+                                      "there when run again")
+    make_zoo(zoo.local.root, seeds=(0,), epochs=(0, 1, 2))  # trained again: the same bytes
+    progress = Spoiler()
+    resumed = run(_guidance_request(tmp_path / "gone"), RunContext(zoo, data=digits, progress=progress))
+    assert resumed.iterations == 4
+    assert progress.steps[0] == 1
+
+
+class Toucher(Spoiler):
+    """Rewrites the file with its own bytes (a new modification time, the same sha256)."""
+
+    def advance(self, steps: int = 1, **fields: object) -> None:
+        self.done += steps
+        if self.done == self.after:
+            self.path.write_bytes(self.path.read_bytes())
+
+
+def test_a_ptm_rewritten_with_the_same_bytes_does_not_stop_the_run(zoo, digits, tmp_path):
+    path, _ = _record(zoo, "digits/convnet3/seed0@epoch2")
+    before = path.stat().st_mtime_ns
+    synset = run(_guidance_request(tmp_path / "run"), RunContext(zoo, data=digits, progress=Toucher(path, 2)))
+    assert synset.iterations == 4 and path.stat().st_mtime_ns != before

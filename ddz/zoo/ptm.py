@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddz.io import WatchedFile
+
 
 @dataclass
 class PTM:
@@ -28,6 +30,7 @@ class PTM:
     in_channels: int
     arch: str | None = None  # the zoo arch (None for external models)
     zca: bool = False  # trained on ZCA-whitened images (the MTT reference's --zca)
+    file: WatchedFile | None = None  # the verified file it came from (None: built, not read)
 
     @property
     def num_classes(self) -> int:
