@@ -8,12 +8,18 @@ down, at least 1), unless OMP_NUM_THREADS is set (what launchers give each rank 
 the user's own choice).
 The global `--threads N` overrides it. The choice depends on the machine's configuration, never
 on its load, so a re-run (or a resumed run) gets the same count and, on CPU, the same bits.
+
+The load is only looked at to warn: when other processes keep some of those cores busy, a run
+of more threads than idle cores waits at every parallel step for a descheduled thread (many
+times slower than one thread on this project's 2-core machine, bench/threads_load.py), and
+`crowding_warning` says which `--threads` would run at full speed.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 from ddz.errors import ConfigError
@@ -82,6 +88,54 @@ def available_cores(root: Path = Path("/")) -> int:
     if quota is not None:
         cores = min(cores, max(1, math.floor(quota)))
     return cores
+
+
+def _cpu_times(root: Path, cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, total) clock ticks of `cpus` since boot, from /proc/stat (None: unreadable)."""
+    try:
+        lines = (root / "proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
+
+
+def busy_cores(window_s: float = 0.2, root: Path = Path("/")) -> float:
+    """How many of this process's CPUs other work kept busy over the next `window_s` seconds
+    (this process sleeps meanwhile), from the kernel's per-CPU counters; 0.0 where they cannot
+    be read."""
+    if hasattr(os, "sched_getaffinity"):
+        cpus = set(os.sched_getaffinity(0))
+    else:
+        cpus = set(range(os.cpu_count() or 1))
+    before = _cpu_times(root, cpus)
+    time.sleep(window_s)
+    after = _cpu_times(root, cpus)
+    if before is None or after is None or after[1] <= before[1]:
+        return 0.0
+    share = (after[0] - before[0]) / (after[1] - before[1])
+    return share * len(cpus)
+
+
+def crowding_warning(threads: int, window_s: float = 0.2) -> str | None:
+    """A line for a run about to use `threads` threads by default while other processes keep some
+    of its cores busy (None: they are idle enough, or there is one thread anyway)."""
+    if threads < 2:
+        return None
+    busy = busy_cores(window_s)
+    idle = max(1, available_cores() - round(busy))
+    if idle >= threads:
+        return None
+    return (f"other processes keep {busy:.1f} of this process's {available_cores()} cores busy; at "
+            f"{threads} threads every step waits for a descheduled thread and runs several times slower: "
+            f"pass --threads {idle} to run at full speed on the idle cores (docs/distill.md, CPU threads)")
 
 
 def default_threads() -> int:

@@ -102,3 +102,34 @@ def test_threads_option_and_the_snapshot_record(tmp_path):
     run = tmp_path / "home" / "zoo" / "digits" / "convnet3"
     assert read_snapshot_meta(run / "seed0" / "epoch1.safetensors").torch_threads == 1  # the one core
     assert read_snapshot_meta(run / "seed1" / "epoch1.safetensors").torch_threads == 2  # --threads 2
+
+
+@MULTI_CORE
+@pytest.mark.slow  # two commands beside a busy process
+def test_a_default_count_beside_busy_cores_is_warned_of_and_an_explicit_one_is_not(tmp_path):
+    cores = sorted(os.sched_getaffinity(0))[:2]
+
+    def on_two_cores() -> None:
+        os.sched_setaffinity(0, set(cores))
+
+    def on_the_second_core() -> None:
+        os.sched_setaffinity(0, {cores[1]})
+
+    args = ["--device", "cpu", "zoo", "train", "--dataset", "digits", "--arch", "convnet3", "--epochs", "1",
+            "--snapshots", "1", "--net-option", "width=8", "--launcher", "inline", "--seeds", "1"]
+    env = clean_env(DDZ_HOME=str(tmp_path / "home"), COLUMNS="400")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=on_the_second_core)
+    try:
+        default = subprocess.run([*ddz_executable(), *args], env=env, capture_output=True, text=True,
+                                 cwd=tmp_path, preexec_fn=on_two_cores)
+        given = subprocess.run([*ddz_executable(), "--threads", "2", *args, "--seed-start", "1"], env=env,
+                               capture_output=True, text=True, cwd=tmp_path, preexec_fn=on_two_cores)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert default.returncode == 0 and given.returncode == 0, default.stderr + given.stderr
+    [warning] = [line for line in default.stderr.splitlines() if line.startswith("warning:")]
+    assert "of this process's 2 cores busy; at 2 threads" in warning
+    assert warning.endswith("pass --threads 1 to run at full speed on the idle cores "
+                            "(docs/distill.md, CPU threads)")
+    assert "warning:" not in given.stderr  # the user chose the count

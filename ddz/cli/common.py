@@ -44,10 +44,18 @@ class Settings:
     threads: int | None = None  # --threads: torch CPU threads of a computing process (None: ddz.threads')
 
     def use_threads(self) -> int:
-        """Set torch's CPU threads (--threads, else the cores this process may use); the count."""
-        from ddz.threads import use_threads  # imports torch when called
+        """Set torch's CPU threads (--threads, else the cores this process may use); the count.
+        A count chosen by default that exceeds the cores other processes leave idle is warned of."""
+        import os
 
-        return use_threads(self.threads)
+        from ddz.threads import crowding_warning, use_threads  # imports torch when called
+
+        count = use_threads(self.threads)
+        if self.threads is None and not os.environ.get("OMP_NUM_THREADS"):
+            warning = crowding_warning(count)
+            if warning:
+                console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        return count
 
     @property
     def torch_device(self) -> str:
