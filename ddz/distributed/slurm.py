@@ -10,6 +10,7 @@ interface) at a port chosen when the job is submitted. The submitting process wa
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ddz.distributed.local import describe_exit, free_port, rank_environment
-from ddz.distributed.ranks import RankFailure
+from ddz.distributed.ranks import TIMED_OUT, RankFailure
 from ddz.errors import ConfigError, first_line
 from ddz.jobs import ClusterOptions, log_tail, slurm_cpus, slurm_executor
 
@@ -32,10 +33,18 @@ def run_rank_task(argv: list[str], port: int) -> int:
     threads = slurm_cpus() or 1
     env = rank_environment(dict(os.environ), job.global_rank, job.num_tasks, port, threads, master)
     env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"] = str(job.local_rank), str(job.num_tasks // job.num_nodes)
-    done = subprocess.run([sys.executable, "-m", "ddz", *argv], env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"rank {job.global_rank} {describe_exit(done.returncode)}")
-    return done.returncode
+    rank = subprocess.Popen([sys.executable, "-m", "ddz", *argv], env=env, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    last = ""
+    for line in rank.stderr:  # into the task's log as it comes; the last line says why it ended
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        last = line.strip() or last
+    status = rank.wait()
+    if status != 0:
+        said = last or "(nothing)"
+        raise RuntimeError(f"rank {job.global_rank} {describe_exit(status)}; its last line: {said}")
+    return status
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,10 @@ class SlurmRanks:
     def executor(self, folder: Path) -> Any:
         options = ClusterOptions(self.partition, self.gpus_per_node or None, self.cpus_per_task,
                                  self.time_min, self.mem_gb)
+        # A rank that fails (one whose collective timed out, say) ends the job's other tasks too:
+        # a rank that hangs would otherwise hold the job until --time.
         return slurm_executor(folder / "%j", "ddz-ranks", options, nodes=self.nodes,
-                              tasks_per_node=self.tasks_per_node)
+                              tasks_per_node=self.tasks_per_node, slurm_srun_args=["--kill-on-bad-exit=1"])
 
     def run(self, argv: list[str] | tuple[str, ...]) -> SlurmDone:
         """Submit the job and wait for it; RankFailure names the first rank that failed."""
@@ -93,16 +104,54 @@ class SlurmRanks:
             except Exception as error:  # submitit re-raises the task's error, or reports it lost
                 failures.append((rank, error, task.paths))
         if failures:
-            rank, error, paths = failures[0]
-            last = log_tail(paths.stderr, 1) or log_tail(paths.stdout, 1) or "(it printed nothing)"
-            raise RankFailure(
-                f"slurm job {job.job_id}: rank {rank} of {self.world} failed ({_last_line(error)}); "
-                f"its last line: {last}; run the same command again to resume from the last checkpoint"
-            )
+            raise RankFailure(_blame(str(job.job_id), self.world, failures))
         return SlurmDone(str(job.job_id), self.world, job.task(0).paths.stdout)
 
 
+def _blame(job_id: str, world: int, failures: list[tuple[int, BaseException, Any]]) -> str:
+    """One line for a failed job. When every rank that ended by itself timed out in a collective,
+    a rank that SLURM had to end (srun --kill-on-bad-exit) is the one that never answered."""
+    said = {rank: _last_line(error) for rank, error, _ in failures}
+    own = [rank for rank, line in said.items() if line.startswith("RuntimeError: rank ")]
+    # Ended from outside: no result of its own, or its process killed (srun's SIGTERM, then SIGKILL).
+    ended = [rank for rank in said if rank not in own or "was killed by" in said[rank]]
+    waited = [rank for rank in own if rank not in ended]
+    again = "run the same command again to resume from the last checkpoint"
+    if waited and ended and all(TIMED_OUT in said[rank] for rank in waited):
+        rank = ended[0]
+        paths = next(paths for r, _, paths in failures if r == rank)
+        return (f"slurm job {job_id}: rank {rank} of {world} hung: it did not answer the other ranks within "
+                f"--dist-timeout, and SLURM ended it when they gave up; its last line: {_rank_line(paths)}; "
+                f"{again}")
+    # The cause first: a rank that failed by itself for another reason than waiting, then one that
+    # SLURM ended (memory, time), then one that only timed out waiting.
+    def blame_order(r: int) -> tuple[int, int]:
+        return (0 if r in waited and TIMED_OUT not in said[r] else 1 if r in ended else 2), r
+
+    rank = min(said, key=blame_order)
+    if rank in own:
+        return f"slurm job {job_id}: {said[rank].removeprefix('RuntimeError: ')}; {again}"
+    paths = next(paths for r, _, paths in failures if r == rank)
+    return (f"slurm job {job_id}: rank {rank} of {world} failed ({said[rank]}); its last line: "
+            f"{_rank_line(paths)}; {again}")
+
+
+def _rank_line(paths: Any) -> str:
+    """The last progress or error line the rank wrote into its task's log (ranks other than 0
+    report progress as `rank N: ...` lines; srun's, slurmstepd's and submitit's lines are not
+    the rank's)."""
+    for path in (paths.stderr, paths.stdout):
+        for line in reversed((log_tail(path, 200) or "").splitlines()):
+            if line.startswith(("rank ", "error: ")):
+                return line.strip()
+    return "(it printed nothing)"
+
+
 def _last_line(error: BaseException) -> str:
-    """submitit's error carries the task's whole traceback; its last line is the reason."""
+    """The reason in submitit's error, which wraps the task's traceback (and ends with the paths of
+    its logs): the traceback's last `SomeError: ...` line, else the error's first line."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    raised = [line for line in lines if re.match(r"[\w.]*(Error|Exception|Interrupt)\b", line)]
+    if raised:
+        return raised[-1]
+    return lines[0] if lines else type(error).__name__
