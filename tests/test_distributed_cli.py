@@ -52,6 +52,19 @@ def start_ranks_until_checkpoint(command: list[str], cwd: Path, env: dict[str, s
     return job, victim
 
 
+def stop_rank_and_wait(job: subprocess.Popen, victim: int, timeout_s: float = 180) -> tuple[str, float]:
+    """SIGSTOP `victim` (a rank of `job`, hung for real), then wait for `job` to end: its stderr and
+    the seconds it took after the stop. The job is killed if it outlives the wait."""
+    try:
+        os.kill(victim, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, stderr = job.communicate(timeout=timeout_s)
+        return stderr, time.monotonic() - stopped
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+
 def test_nproc_2_writes_one_run_equal_to_one_process(run_ddz, run_ddz_process, tmp_path):
     common = [*TINY, "--iterations", "6", "--checkpoint-every", "3", "--eval-models", "2",
               "--eval-epochs", "1"]

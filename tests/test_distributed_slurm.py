@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ddz_executable
 from slurm_cluster import ensure_installed, slurm_cluster  # noqa: F401  (the session fixture)
-from test_distributed_cli import TINY
+from test_distributed_cli import TINY, stop_rank_and_wait
 
 from ddz.distill.synset import CHECKPOINT_FILE, load_checkpoint, load_synset
 
@@ -82,13 +81,10 @@ def test_a_hung_rank_of_a_slurm_job_ends_the_job_in_one_line_and_the_rerun_resum
             assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1] + cluster.logs()
             victim = victim or _rank_process(home, 1)
             time.sleep(0.1)
-        os.kill(victim, signal.SIGSTOP)
-        stopped = time.monotonic()
-        _, stderr = job.communicate(timeout=180)
-        waited = time.monotonic() - stopped
-    finally:
-        if job.poll() is None:
-            job.kill()
+    except BaseException:
+        job.kill()
+        raise
+    stderr, waited = stop_rank_and_wait(job, victim)
     assert job.returncode == 2, stderr + cluster.logs()
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr

@@ -5,13 +5,11 @@ and stops it, and the same command resumes from the last checkpoint."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 from conftest import ddz_executable
-from test_distributed_cli import TINY, start_ranks_until_checkpoint
+from test_distributed_cli import TINY, start_ranks_until_checkpoint, stop_rank_and_wait
 
 from ddz.distill.synset import CHECKPOINT_FILE, load_checkpoint, load_synset
 
@@ -24,14 +22,7 @@ def test_a_hung_rank_ends_the_job_within_the_timeout_and_the_run_resumes(tmp_pat
     command = [*ddz_executable(), *TINY, "--iterations", "60", "--checkpoint-every", "5",
                "--eval-models", "0", "--out", "run", "--dist-timeout", str(TIMEOUT_S)]
     job, victim = start_ranks_until_checkpoint([*command, "--nproc", "2"], tmp_path, env)
-    try:
-        os.kill(victim, signal.SIGSTOP)
-        stopped = time.monotonic()
-        _, stderr = job.communicate(timeout=120)
-        waited = time.monotonic() - stopped
-    finally:
-        if job.poll() is None:
-            job.kill()
+    stderr, waited = stop_rank_and_wait(job, victim, timeout_s=120)
     assert job.returncode == 2
     lines = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1, stderr
