@@ -10,7 +10,17 @@ import typer
 
 from ddz.cli.cluster import CpusPerJob, GpusPerJob, Memory, Partition, TimeLimit, cluster_options
 from ddz.cli.common import RichProgress, console, out, settings, write_json
-from ddz.cli.eval import results_table
+from ddz.cli.eval import (
+    LABELS_PANEL,
+    Ars,
+    KdLoss,
+    Mix,
+    Scores,
+    ScoreWeight,
+    SoftLabels,
+    Temperature,
+    results_table,
+)
 from ddz.cli.main import app
 from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, start_or_join
 
@@ -87,21 +97,18 @@ def distill_command(
                                  "from a CUDA graph on a GPU (same nets)."),
     eval_amp: str = _opt(None, "--eval-amp", panel=EVAL, help="none | bf16: the evaluation nets' forwards "
                          "under autocast (off by default)."),
-    eval_labels: str = _opt(None, "--eval-labels", panel=EVAL, help="hard | soft (soft: from --teacher, "
-                            "by knowledge distillation; DD-Ranking's protocol)."),
-    teacher: list[str] = _opt([], "--teacher", panel=EVAL, help="Soft labels' teacher: a zoo query or "
-                              "@lockfile (several PTMs: their logits averaged); for rded / sre2l also "
+    eval_labels: str = _opt(None, "--eval-labels", panel=LABELS_PANEL, help="hard | soft (soft: from "
+                            "--teacher, by knowledge distillation; DD-Ranking's protocol)."),
+    teacher: list[str] = _opt([], "--teacher", panel=LABELS_PANEL, help="Soft labels' teacher: a zoo query "
+                              "or @lockfile (several PTMs: their logits averaged); for rded / sre2l also "
                               "the distillation teacher (soft labels from it unless --eval-labels hard)."),
-    kd_loss: str = _opt(None, "--kd-loss", panel=EVAL, help="kl | sce | mse_gt (kl)."),
-    temperature: float = _opt(None, "--temperature", panel=EVAL, help="KD temperature (1.2)."),
-    soft_labels: str = _opt(None, "--soft-labels", panel=EVAL, help="regenerate (per augmented batch) | "
-                            "stored (one per image)."),
-    mix: str = _opt(None, "--mix", panel=EVAL, help="none | cutmix | mixup (default: cutmix with soft "
-                    "labels, none with hard)."),
-    scores: bool = _opt(None, "--scores/--no-scores", panel=EVAL, help="HLR, IOR, LRS beside a random subset "
-                        "and the full data (cached); default: with soft labels only."),
-    score_weight: float = _opt(None, "--score-weight", panel=EVAL, help="LRS's w (0.5)."),
-    ars: bool = _opt(None, "--ars", panel=EVAL, help="Also evaluate without augmentation: DD-Ranking's ARS."),
+    kd_loss: KdLoss = None,
+    temperature: Temperature = None,
+    soft_labels: SoftLabels = None,
+    mix: Mix = None,
+    scores: Scores = None,
+    score_weight: ScoreWeight = None,
+    ars: Ars = None,
     eval_every: int = _opt(None, "--eval-every", panel=EVAL, help="Also evaluate every N iterations: the "
                            "accuracy curve and its best in the JSON (the final set stays the headline)."),
     config_file: Path = _opt(None, "--config", panel=RUN, help="A request (YAML) or a report.json to rerun; "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,6 +14,28 @@ from ddz.cli.ranks import NPROC_HELP, TIMEOUT_HELP, LineProgress, RankOptions, s
 
 if TYPE_CHECKING:
     from ddz.distill.report import RunReport
+
+
+# The soft-label and score options `ddz eval` and `ddz distill` share (each command gives its own
+# default: eval the protocol's values, distill None, which keeps a --config file's or the default).
+LABELS_PANEL = "Labels and scores"
+
+
+def _labels_option(name: str, help: str) -> typer.models.OptionInfo:  # noqa: A002 - typer's word
+    return typer.Option(name, help=help, rich_help_panel=LABELS_PANEL)
+
+
+KdLoss = Annotated[str | None, _labels_option("--kd-loss", "kl | sce | mse_gt: DD-Ranking's losses (kl).")]
+Temperature = Annotated[float | None, _labels_option("--temperature", "KD temperature (DD-Ranking's 1.2).")]
+SoftLabels = Annotated[str | None, _labels_option(
+    "--soft-labels", "regenerate (per augmented batch) | stored (one per image); regenerate by default.")]
+Mix = Annotated[str | None, _labels_option(
+    "--mix", "none | cutmix | mixup (default: cutmix with soft labels, none with hard).")]
+Scores = Annotated[bool | None, _labels_option(
+    "--scores/--no-scores", "HLR, IOR, LRS beside a random subset and the full data (cached under "
+    "DDZ_HOME/cache); default: with soft labels only.")]
+ScoreWeight = Annotated[float | None, _labels_option("--score-weight", "LRS's w (0.5).")]
+Ars = Annotated[bool | None, _labels_option("--ars", "Also evaluate without augmentation: DD-Ranking's ARS.")]
 
 
 def results_table(report: RunReport) -> Table:
@@ -79,21 +101,18 @@ def eval_command(
     amp: str = typer.Option("none", "--amp", help="none | bf16: the nets' forwards under autocast (off by "
                             "default; docs/distill.md, Speed)."),
     labels: str = typer.Option("hard", "--labels", help="hard | soft (from --teacher, by knowledge "
-                               "distillation)."),
+                               "distillation).", rich_help_panel=LABELS_PANEL),
     teacher: list[str] = typer.Option([], "--teacher", help="Soft labels' teacher: a zoo query or @lockfile "
-                                      "(several PTMs: their logits averaged)."),
-    kd_loss: str = typer.Option("kl", "--kd-loss", help="kl | sce | mse_gt (DD-Ranking's losses)."),
-    temperature: float = typer.Option(1.2, "--temperature", help="KD temperature (DD-Ranking's 1.2)."),
-    soft_labels: str = typer.Option("regenerate", "--soft-labels",
-                                    help="regenerate (per augmented batch) | stored (one per image)."),
-    mix: str | None = typer.Option(None, "--mix", help="none | cutmix | mixup (default: cutmix with soft "
-                                   "labels, none with hard)."),
-    mix_beta: float = typer.Option(1.0, "--mix-beta", help="Beta(beta, beta) of the mixing ratio."),
-    scores: bool | None = typer.Option(None, "--scores/--no-scores", help="HLR, IOR, LRS beside a random "
-                                       "subset and the full data (cached under DDZ_HOME/cache); default: "
-                                       "with soft labels only."),
-    score_weight: float = typer.Option(0.5, "--score-weight", help="LRS's w."),
-    ars: bool = typer.Option(False, "--ars", help="Also evaluate without augmentation: DD-Ranking's ARS."),
+                                      "(several PTMs: their logits averaged).", rich_help_panel=LABELS_PANEL),
+    kd_loss: KdLoss = "kl",
+    temperature: Temperature = 1.2,
+    soft_labels: SoftLabels = "regenerate",
+    mix: Mix = None,
+    mix_beta: float = typer.Option(1.0, "--mix-beta", help="Beta(beta, beta) of the mixing ratio.",
+                                   rich_help_panel=LABELS_PANEL),
+    scores: Scores = None,
+    score_weight: ScoreWeight = 0.5,
+    ars: Ars = False,
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
     dist_timeout: float = typer.Option(300.0, "--dist-timeout", help=TIMEOUT_HELP),
