@@ -181,8 +181,8 @@ class Evaluator:
     def random_runs(self, ipc: int, seeds: list[int], variant: Variant = "protocol") -> list[EvalResult]:
         """Random real subsets (seed s for each of `seeds`) under `variant`: the baselines' own
         results, so a random-real evaluation and its scores evaluate each subset once."""
-        teacher = None if variant == "hard" else self.teacher
-        return self.baselines.random_runs(self.data, ipc, self.protocol(variant), seeds, teacher)
+        return self.baselines.random_runs(self.data, ipc, self.protocol(variant), seeds,
+                                          self.teacher_for(variant))
 
     def protocol(self, variant: Variant = "protocol") -> EvalConfig:
         """The evaluation itself, its hard-label version (what HLR compares) or its version
@@ -192,6 +192,10 @@ class Evaluator:
         if variant == "plain":
             return replace(self.config, augment="none", mix=MixConfig())
         return self.config
+
+    def teacher_for(self, variant: Variant) -> Teacher | None:
+        """The soft labels' teacher, except under the hard-label version of the protocol."""
+        return None if variant == "hard" else self.teacher
 
     def variants(self, scores: bool, ars: bool) -> list[Variant]:
         """The other evaluations a set needs for its scores."""
@@ -203,8 +207,7 @@ class Evaluator:
                  overwrite: bool = True) -> dict[str, ArchResult]:
         """The set's accuracies (with the step size it learnt) under `variant` of the protocol;
         `cache`: a JSON file that keeps them (`overwrite` False: unless it keeps another)."""
-        config = _with_lr(self.protocol(variant), lr)
-        teacher = None if variant == "hard" else self.teacher
+        config, teacher = _with_lr(self.protocol(variant), lr), self.teacher_for(variant)
         context = self.context
         if cache is None:
             return evaluate_synset(images, labels, self.data, config, seed, context.progress, self.notes,
