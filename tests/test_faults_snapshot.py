@@ -7,8 +7,8 @@ one line naming the file and its expected sha256, its checkpoint intact; once th
 again the same run continues from that checkpoint, not from the start, and ends with the images
 of a run that was never interrupted.
 
-Guidance loads its PTMs once, verified, at the start, and checks their files again after every
-checkpoint (a stat, and the sha256 when the file's size, inode or time moved): a file that went
+Guidance and a distillation teacher (RDED's, SRe2L's) load their PTMs once, verified, at the
+start, and their files are checked again after every checkpoint (a stat, and the sha256 when the file's size, inode or time moved): a file that went
 bad stops the run there with the same one line, and once the file is good again the run continues
 from that checkpoint."""
 
@@ -22,6 +22,7 @@ import torch
 from olah_server import make_zoo
 
 from ddz import DistillConfig, MTTConfig, RunContext, RunRequest, run
+from ddz.distill.methods.config import SRe2LConfig
 from ddz.distill.synset import CHECKPOINT_FILE, load_checkpoint, load_synset
 from ddz.errors import IntegrityError
 from ddz.zoo.api import Zoo
@@ -205,3 +206,25 @@ def test_a_ptm_rewritten_with_the_same_bytes_does_not_stop_the_run(zoo, digits, 
     before = path.stat().st_mtime_ns
     synset = run(_guidance_request(tmp_path / "run"), RunContext(zoo, data=digits, progress=Toucher(path, 2)))
     assert synset.iterations == 4 and path.stat().st_mtime_ns != before
+
+
+def test_a_teacher_altered_under_a_running_sre2l_recovery_stops_it_and_the_run_resumes(tmp_path, digits):
+    zoo = Zoo(ZooPaths.under(tmp_path / "home"))
+    make_zoo(zoo.local.root, archs=("convnet3bn",), seeds=(0,), epochs=(2,))
+    path, sha256 = _record(zoo, "digits/convnet3bn/seed0@epoch2")
+    good = path.read_bytes()
+    config = DistillConfig(method="sre2l", ipc=1, iterations=4, sre2l=SRe2LConfig(batch=5))
+    request = RunRequest("digits", config, teacher=("digits/convnet3bn/seed0@epoch2",), evaluation=None,
+                         out=str(tmp_path / "run"), checkpoint_every=1)
+    run(replace(request, out=str(tmp_path / "whole")), RunContext(zoo, data=digits))  # never spoiled
+    with pytest.raises(IntegrityError) as caught:
+        run(request, RunContext(zoo, data=digits, progress=Spoiler(path, after=3, how="flip")))
+    assert str(caught.value).startswith(f"{path} fails its integrity check: sha256 {caught.value.actual} "
+                                        f"but the record says {sha256}; ")
+    assert str(caught.value).endswith("the run stopped at its checkpoint (iteration 3) and continues from "
+                                      "there when run again")
+    path.write_bytes(good)
+    progress = Spoiler()
+    run(request, RunContext(zoo, data=digits, progress=progress))
+    assert progress.steps[0] == 3
+    assert torch.equal(load_synset(tmp_path / "run").images, load_synset(tmp_path / "whole").images)

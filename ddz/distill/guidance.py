@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ddz.data.base import ImageDataset
 from ddz.distill.alphas import AlphaChoice, resolve_alphas
 from ddz.distributed.shard import ClassShard
-from ddz.errors import ConfigError, IntegrityError, unknown_name
+from ddz.errors import ConfigError, unknown_name
 from ddz.zoo.ptm import PTM
 
 KINDS = ("auto", "clom", "cclom", "none")
@@ -141,19 +141,6 @@ class Guidance:
 
     def describe(self) -> list[dict[str, str]]:
         return [{"name": p.name, "sha256": p.sha256} for p in self.ptms]
-
-    def file_problem(self) -> IntegrityError | None:
-        """None while every PTM's file still holds the bytes that were loaded, else the error
-        naming the first that does not (or is gone) and its expected sha256. The run uses the
-        verified weights in memory either way; a changed file would make its record, and a
-        resumed run, disagree with the zoo."""
-        for ptm in self.ptms:
-            if ptm.file is not None:
-                try:
-                    ptm.file.check()
-                except IntegrityError as error:
-                    return error
-        return None
 
     def pick(self, generator: torch.Generator) -> int:
         """Index of the PTM for this call: an architecture, then one of its PTMs (CPU generator,

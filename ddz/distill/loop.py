@@ -46,6 +46,7 @@ from ddz.distributed.ranks import SINGLE, Ranks
 from ddz.distributed.shard import ClassShard
 from ddz.errors import ConfigError, IntegrityError
 from ddz.progress import NullProgress, Progress
+from ddz.zoo.ptm import file_problem
 
 LOG_EVERY = 10  # iterations between loss read-backs (each one waits for the device)
 
@@ -161,7 +162,7 @@ def distill(
         task.advance(1, loss=shown)
         if checkpoint_every > 0 and state.iteration % checkpoint_every == 0:
             files.checkpoint(state, method, start.seconds + time.perf_counter() - started)
-            check_guidance_files(guidance, ranks, state.iteration)
+            check_ptm_files(guidance, teacher, ranks, state.iteration)
     task.close()
     seconds = start.seconds + time.perf_counter() - started
     images = shard.whole(state.images)
@@ -179,16 +180,16 @@ def distill(
     return synset
 
 
-def check_guidance_files(guidance: Guidance | None, ranks: Ranks, iteration: int) -> None:
-    """Stop, after a checkpoint, when a guidance PTM's file went bad under the run: the rerun
-    continues from that checkpoint once the file is re-pulled (its sha256 is checked at load).
-    Every rank asks its own file system, and all stop together."""
-    if guidance is None or not any(ptm.file is not None for ptm in guidance.ptms):
+def check_ptm_files(guidance: Guidance | None, teacher: Teacher | None, ranks: Ranks, iteration: int) -> None:
+    """Stop, after a checkpoint, when the file of a guidance PTM or of the teacher went bad under
+    the run: the rerun continues from that checkpoint once the file is re-pulled (its sha256 is
+    checked at load). Every rank asks its own file system, and all stop together."""
+    ptms = [*(guidance.ptms if guidance is not None else ()), *(teacher.ptms if teacher is not None else ())]
+    if not any(ptm.file is not None for ptm in ptms):
         return
-    problem = guidance.file_problem()
+    problem = file_problem(ptms)
     said = None if problem is None else (str(problem), problem.expected, problem.actual)
-    found = ranks.gather_objects(said)
-    for line, expected, actual in (f for f in found if f is not None):
+    for line, expected, actual in (f for f in ranks.gather_objects(said) if f is not None):
         raise IntegrityError(f"{line}; the run stopped at its checkpoint (iteration {iteration}) and "
                              "continues from there when run again", expected=expected, actual=actual)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddz.errors import IntegrityError
 from ddz.io import WatchedFile
 
 
@@ -62,3 +64,17 @@ class PTM:
                 x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
             )
         return x
+
+
+def file_problem(ptms: Sequence[PTM]) -> IntegrityError | None:
+    """None while every PTM's file still holds the bytes that were loaded, else the error naming
+    the first that does not (or is gone) and its expected sha256. A run uses the verified weights
+    in memory either way; a changed file would make its record, and a resumed run, disagree with
+    the zoo."""
+    for ptm in ptms:
+        if ptm.file is not None:
+            try:
+                ptm.file.check()
+            except IntegrityError as error:
+                return error
+    return None
