@@ -8,9 +8,9 @@ again the same run continues from that checkpoint, not from the start, and ends 
 of a run that was never interrupted.
 
 Guidance and a distillation teacher (RDED's, SRe2L's) load their PTMs once, verified, at the
-start, and their files are checked again after every checkpoint (a stat, and the sha256 when the file's size, inode or time moved): a file that went
-bad stops the run there with the same one line, and once the file is good again the run continues
-from that checkpoint."""
+start, and their files are checked again after every checkpoint (a stat, and the sha256 when the
+file's size, inode or time moved): a file that went bad stops the run there with the same one
+line, and once the file is good again the run continues from that checkpoint."""
 
 from __future__ import annotations
 
