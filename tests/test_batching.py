@@ -15,6 +15,7 @@ from ddz.nets.batching import (
     micro_batch,
     pieces,
 )
+from ddz.nets.stacked import StackedNets
 from ddz.training import train_epoch
 
 
@@ -35,11 +36,14 @@ def test_pieces_cover_the_batch_once() -> None:
 
 def test_micro_batch_size_by_image_size_and_norm() -> None:
     x, _ = batch(2)
-    assert micro_batch(small_net(width=16), x) == 16  # 8 MB / (4 B x 128 x 32 x 32)
-    assert micro_batch(small_net(width=16), torch.zeros(2, 3, 16, 16)) == 64
-    bn = small_net(width=16, norm="batchnorm")
+    assert micro_batch(small_net(), x) == 16  # 8 MB / (4 B x 128 channels x 32 x 32)
+    assert micro_batch(small_net(), torch.zeros(2, 3, 16, 16)) == 64
+    assert micro_batch(small_net(width=32), x) == 64  # a narrower first layer: more images
+    bn = small_net(norm="batchnorm")
     assert micro_batch(bn.train(), x) is None  # batch statistics: the whole batch
     assert micro_batch(bn.eval(), x) == 16  # running statistics: per image
+    stacked = StackedNets([build_net("convnet3", 3, 10, 32, generator_seed=s, width=32) for s in (1, 2)])
+    assert micro_batch(stacked, x) == 64  # per copy's activation
 
 
 def test_forward_in_pieces_equals_one_forward() -> None:

@@ -3,10 +3,12 @@
 On a CPU a large batch is slow: one 128-channel activation of 256 images at 32x32 is 134 MB, far
 beyond the caches, so every layer streams it through memory several times. Cut into micro-batches
 of about 8 MB per activation, the same arithmetic runs about twice as fast on a 2-core machine
-(bench/distill_speed.py). The results are the same up to float summation order, as long as an
-image's output does not depend on the rest of its batch: nets with batch statistics (BatchNorm in
-train mode) always take the whole batch. On GPUs large batches are what is fast, so they too take
-the whole batch.
+(bench/distill_speed.py). The count follows the net's first-layer width, so narrower nets take
+more images per forward: the same cache footprint in fewer, larger parallel steps, which is also
+what a CPU shared with other work rewards (docs/distill.md, CPU threads). The results are the
+same up to float summation order, as long as an image's output does not depend on the rest of
+its batch: nets with batch statistics (BatchNorm in train mode) always take the whole batch. On
+GPUs large batches are what is fast, so they too take the whole batch.
 
 Distillation nets on CPU also use the channels_last memory format: oneDNN's 2x2 average pooling
 is about 10x faster there than in NCHW, which makes DM's real-image forward about 20% faster.
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 CPU_CACHE_BYTES = 8 << 20  # one activation of one micro-batch
-ESTIMATE_CHANNELS = 128  # the DD nets' first-layer width, for the size estimate
+ESTIMATE_CHANNELS = 128  # the size estimate's width for a net without a conv (the DD nets' default)
 
 
 def has_batch_statistics(net: nn.Module, training_only: bool = False) -> bool:
@@ -39,8 +41,17 @@ def micro_batch(net: nn.Module, images: torch.Tensor) -> int | None:
     (Stacked copies on CPU run their convs copy by copy, so the count is per copy's activation.)"""
     if images.device.type != "cpu" or has_batch_statistics(net, training_only=True):
         return None
-    per_image = 4 * ESTIMATE_CHANNELS * images.shape[-2] * images.shape[-1]
+    per_image = 4 * first_width(net) * images.shape[-2] * images.shape[-1]
     return max(1, CPU_CACHE_BYTES // per_image)
+
+
+def first_width(net: nn.Module) -> int:
+    """Channels of the first conv's output, per copy of stacked nets (ESTIMATE_CHANNELS when the
+    net has no conv). Narrower nets take more images per forward: fewer, larger parallel steps."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            return max(1, module.out_channels // module.groups) if module.groups > 1 else module.out_channels
+    return ESTIMATE_CHANNELS
 
 
 def device_layout(net: nn.Module) -> nn.Module:
