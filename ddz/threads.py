@@ -124,6 +124,34 @@ def busy_cores(window_s: float = 0.2, root: Path = Path("/")) -> float:
     return share * len(cpus)
 
 
+class CoreWatch:
+    """How many of this process's CPUs other processes kept busy since the previous `busy()`
+    call: the kernel's per-CPU busy time on those CPUs, less this process's own CPU time (all its
+    threads), over the wall time between the calls. Cheap (two small reads), so a loop can ask
+    every iteration; 0.0 on the first call and where /proc/stat cannot be read."""
+
+    def __init__(self, root: Path = Path("/")):
+        self.root = root
+        self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        times = _cpu_times(self.root, self.cpus) if self.cpus else None
+        if times is None:
+            return None
+        own = os.times()
+        return times[0] / self.tick, own.user + own.system, time.monotonic()
+
+    def busy(self) -> float:
+        now, last = self._sample(), self.last
+        self.last = now
+        if now is None or last is None or now[2] - last[2] <= 0:
+            return 0.0
+        others = (now[0] - last[0]) - (now[1] - last[1])
+        return max(0.0, others / (now[2] - last[2]))
+
+
 def crowding_warning(threads: int, window_s: float = 0.2) -> str | None:
     """A line for a run about to use `threads` threads by default while other processes keep some
     of its cores busy (None: they are idle enough, or there is one thread anyway)."""

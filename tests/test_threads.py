@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ddz_executable, skip_unless_ci
 
 from ddz.threads import available_cores, cgroup_cpus
@@ -133,3 +135,50 @@ def test_a_default_count_beside_busy_cores_is_warned_of_and_an_explicit_one_is_n
     assert warning.endswith("pass --threads 1 to run at full speed on the idle cores "
                             "(docs/distill.md, CPU threads)")
     assert "warning:" not in given.stderr  # the user chose the count
+
+
+def _dm_images(data, busy_core: int | None) -> tuple[torch.Tensor, int | None]:
+    """Three DM iterations at 2 threads (width 128, 128 real images per class), beside a process
+    busy on `busy_core` (None: the cache-sized pieces forced); the images and the last step's
+    images per real forward."""
+    from ddz.distill.methods import DistillConfig, IterationRNG, build_method
+    from ddz.distill.methods.base import new_state
+
+    config = DistillConfig(method="dm", ipc=2, batch_real=128, net_options=(("width", 128),)).resolved()
+    start = data.sample_all_classes(2, torch.Generator().manual_seed(1)).flatten(0, 1)
+    busy = None
+    if busy_core is not None:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                preexec_fn=lambda: os.sched_setaffinity(0, {busy_core}))
+        time.sleep(0.5)
+    try:
+        method = build_method(config, data)
+        if busy is None:
+            method.cores = None
+        state = new_state(start.clone(), 2, config.lr_img, config.momentum)
+        time.sleep(0.3)
+        for iteration in range(3):
+            method.step(state, IterationRNG(0, iteration, "cpu"))
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    return state.images.detach().clone(), method.real_pieces
+
+
+@MULTI_CORE
+@pytest.mark.slow  # DM at width 128, beside a busy process
+def test_dm_takes_a_class_per_real_forward_beside_a_busy_core_and_keeps_its_bits(digits):
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    threads, affinity = torch.get_num_threads(), os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cores))
+    torch.set_num_threads(2)
+    try:
+        quiet, quiet_pieces = _dm_images(digits, None)
+        loaded, loaded_pieces = _dm_images(digits, cores[1])
+    finally:
+        torch.set_num_threads(threads)
+        os.sched_setaffinity(0, affinity)
+    assert quiet_pieces == 64  # 8 MB / (4 B x 128 channels x 16 x 16)
+    assert loaded_pieces == 128  # a class per forward
+    assert torch.equal(quiet, loaded)  # the same bits either way

@@ -30,11 +30,13 @@ from ddz.devices import autocast_forward
 from ddz.distill.methods.base import ClassMatching, IterationRNG, NetSource, SynState
 from ddz.errors import ConfigError
 from ddz.nets.batching import forward_in_pieces, micro_batch
+from ddz.threads import CoreWatch
 
 if TYPE_CHECKING:
     from ddz.distill.methods.config import DistillConfig
 
 ACTIVATION_BUDGET = 1 << 31  # bytes of first-layer activations per real forward
+BUSY_CORES = 0.5  # other processes' load on this process's cores that counts as a busy core
 
 
 def classes_per_forward(n_real: int, dataset: ImageDataset, config: DistillConfig) -> int:
@@ -91,6 +93,11 @@ class DistributionMatching(ClassMatching):
             self.chunk = dataset.num_classes
         else:
             self.chunk = classes_per_forward(self.n_real, dataset, config)
+        # Several CPU threads beside other busy processes: a class per real forward, not cache-sized
+        # pieces, since each parallel step waits for the descheduled thread (docs/distill.md, CPU
+        # threads). The pieces' size does not change the features' bits, so reruns stay identical.
+        self.cores = CoreWatch() if dataset.device.type == "cpu" and torch.get_num_threads() > 1 else None
+        self.real_pieces: int | None = None  # images per real forward in the last step
 
     def step(self, state: SynState, rng: IterationRNG) -> torch.Tensor:
         data, classes = self.dataset, self.shard.classes
@@ -98,6 +105,9 @@ class DistributionMatching(ClassMatching):
         embed = autocast_forward(embed, self.config.amp_dtype)
         real = data.sample_all_classes(self.n_real, rng.generator("real"), classes)
         micro = micro_batch(net, real[0])
+        if micro is not None and self.cores is not None and self.cores.busy() >= BUSY_CORES:
+            micro = max(micro, self.n_real)
+        self.real_pieces = micro
         dsa = rng.dsa(self.config.dsa) if self.config.augment else None
         params = None if dsa is None else dsa.siamese(data.num_classes).select(classes.start, classes.stop)
         loss = dm_loss(embed, real, state.grouped(), dsa, params, self.chunk, micro)
