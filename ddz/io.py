@@ -82,30 +82,26 @@ def read_verified(path: str | Path, expected_sha256: str | None, remedy: str = R
 @dataclass
 class WatchedFile:
     """A file whose bytes were verified when it was loaded, checked again on request: cheaply
-    (one stat) while its size, inode and modification time are those seen before the load, by
-    its sha256 when any of them moved. A run that keeps the loaded weights in memory uses it to
-    notice the file going bad under it."""
+    (one stat) while its `stamp` (size, inode, modification time, taken before the bytes were
+    read) is unchanged, by its sha256 when it moved. A run that keeps the loaded weights in
+    memory uses it to notice the file going bad under it."""
 
     path: Path
     sha256: str
     stamp: tuple[int, int, int] | None
 
-    @classmethod
-    def before_load(cls, path: str | Path, sha256: str | None = None) -> WatchedFile:
-        """Take the stamp BEFORE reading the bytes, so that a change made during the read shows."""
-        return cls(Path(path), sha256 or "", _stamp(path))
-
     def check(self, remedy: str = REDO) -> None:
         """Raise IntegrityError (one line: the file and its expected sha256) if the file is gone
         or its bytes no longer hash to `sha256`."""
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp is not None and stamp == self.stamp:
             return
         read_verified(self.path, self.sha256, remedy)
         self.stamp = stamp  # the same bytes again (touched, or restored by a re-pull)
 
 
-def _stamp(path: str | Path) -> tuple[int, int, int] | None:
+def file_stamp(path: str | Path) -> tuple[int, int, int] | None:
+    """(size, inode, modification time in ns) of a file; None when it cannot be stat'ed."""
     try:
         stat = os.stat(path)
     except OSError:

@@ -90,58 +90,45 @@ def available_cores(root: Path = Path("/")) -> int:
     return cores
 
 
-def _cpu_times(root: Path, cpus: set[int]) -> tuple[int, int] | None:
-    """(busy, total) clock ticks of `cpus` since boot, from /proc/stat (None: unreadable)."""
+def _own_cpus() -> set[int]:
+    """The CPUs this process may be scheduled on."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def _busy_ticks(root: Path, cpus: set[int]) -> int | None:
+    """Clock ticks `cpus` spent busy since boot, from /proc/stat (None: unreadable)."""
     try:
         lines = (root / "proc/stat").read_text().splitlines()
     except OSError:
         return None
-    busy = total = 0
+    busy = 0
     for line in lines:
         name, *fields = line.split()
-        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
-            continue
-        ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
-        total += sum(ticks)
-        busy += sum(ticks) - ticks[3] - ticks[4]
-    return busy, total
-
-
-def busy_cores(window_s: float = 0.2, root: Path = Path("/")) -> float:
-    """How many of this process's CPUs other work kept busy over the next `window_s` seconds
-    (this process sleeps meanwhile), from the kernel's per-CPU counters; 0.0 where they cannot
-    be read."""
-    if hasattr(os, "sched_getaffinity"):
-        cpus = set(os.sched_getaffinity(0))
-    else:
-        cpus = set(range(os.cpu_count() or 1))
-    before = _cpu_times(root, cpus)
-    time.sleep(window_s)
-    after = _cpu_times(root, cpus)
-    if before is None or after is None or after[1] <= before[1]:
-        return 0.0
-    share = (after[0] - before[0]) / (after[1] - before[1])
-    return share * len(cpus)
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy
 
 
 class CoreWatch:
     """How many of this process's CPUs other processes kept busy since the previous `busy()`
     call: the kernel's per-CPU busy time on those CPUs, less this process's own CPU time (all its
     threads), over the wall time between the calls. Cheap (two small reads), so a loop can ask
-    every iteration; 0.0 on the first call and where /proc/stat cannot be read."""
+    every iteration; 0.0 where /proc/stat cannot be read."""
 
     def __init__(self, root: Path = Path("/")):
-        self.root = root
-        self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        self.root, self.cpus = root, _own_cpus()
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.last = self._sample()
 
     def _sample(self) -> tuple[float, float, float] | None:
-        times = _cpu_times(self.root, self.cpus) if self.cpus else None
-        if times is None:
+        ticks = _busy_ticks(self.root, self.cpus)
+        if ticks is None:
             return None
         own = os.times()
-        return times[0] / self.tick, own.user + own.system, time.monotonic()
+        return ticks / self.tick, own.user + own.system, time.monotonic()
 
     def busy(self) -> float:
         now, last = self._sample(), self.last
@@ -150,6 +137,13 @@ class CoreWatch:
             return 0.0
         others = (now[0] - last[0]) - (now[1] - last[1])
         return max(0.0, others / (now[2] - last[2]))
+
+
+def busy_cores(window_s: float = 0.2, root: Path = Path("/")) -> float:
+    """How many of this process's CPUs other work keeps busy, watched for `window_s` seconds."""
+    watch = CoreWatch(root)
+    time.sleep(window_s)
+    return watch.busy()
 
 
 def crowding_warning(threads: int, window_s: float = 0.2) -> str | None:
@@ -166,12 +160,15 @@ def crowding_warning(threads: int, window_s: float = 0.2) -> str | None:
             f"pass --threads {idle} to run at full speed on the idle cores (docs/distill.md, CPU threads)")
 
 
+def launcher_threads() -> int | None:
+    """OMP_NUM_THREADS when a launcher (or the user) set it to a count, else None."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(given) if given.isdigit() and int(given) > 0 else None
+
+
 def default_threads() -> int:
     """OMP_NUM_THREADS when a launcher (or the user) set it, else `available_cores()`."""
-    given = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if given.isdigit() and int(given) > 0:
-        return int(given)
-    return available_cores()
+    return launcher_threads() or available_cores()
 
 
 def check_threads(threads: int | None) -> None:

@@ -46,12 +46,10 @@ class Settings:
     def use_threads(self) -> int:
         """Set torch's CPU threads (--threads, else the cores this process may use); the count.
         A count chosen by default that exceeds the cores other processes leave idle is warned of."""
-        import os
-
-        from ddz.threads import crowding_warning, use_threads  # imports torch when called
+        from ddz.threads import crowding_warning, launcher_threads, use_threads  # imports torch when called
 
         count = use_threads(self.threads)
-        if self.threads is None and not os.environ.get("OMP_NUM_THREADS"):
+        if self.threads is None and launcher_threads() is None:
             warning = crowding_warning(count)
             if warning:
                 console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)

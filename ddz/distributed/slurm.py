@@ -108,32 +108,30 @@ class SlurmRanks:
         return SlurmDone(str(job.job_id), self.world, job.task(0).paths.stdout)
 
 
+OWN_ERROR = "RuntimeError: rank "  # how run_rank_task's error reads in submitit's traceback
+
+
 def _blame(job_id: str, world: int, failures: list[tuple[int, BaseException, Any]]) -> str:
     """One line for a failed job. When every rank that ended by itself timed out in a collective,
     a rank that SLURM had to end (srun --kill-on-bad-exit) is the one that never answered."""
     said = {rank: _last_line(error) for rank, error, _ in failures}
-    own = [rank for rank, line in said.items() if line.startswith("RuntimeError: rank ")]
+    paths = {rank: task_paths for rank, _, task_paths in failures}
+    own = {r for r, line in said.items() if line.startswith(OWN_ERROR)}  # run_rank_task's own line
     # Ended from outside: no result of its own, or its process killed (srun's SIGTERM, then SIGKILL).
-    ended = [rank for rank in said if rank not in own or "was killed by" in said[rank]]
-    waited = [rank for rank in own if rank not in ended]
+    ended = [r for r in said if r not in own or "was killed by" in said[r]]
+    waited = [r for r in said if r not in ended]
     again = "run the same command again to resume from the last checkpoint"
-    if waited and ended and all(TIMED_OUT in said[rank] for rank in waited):
-        rank = ended[0]
-        paths = next(paths for r, _, paths in failures if r == rank)
-        return (f"slurm job {job_id}: rank {rank} of {world} hung: it did not answer the other ranks within "
-                f"--dist-timeout, and SLURM ended it when they gave up; its last line: {_rank_line(paths)}; "
-                f"{again}")
+    if waited and ended and all(TIMED_OUT in said[r] for r in waited):
+        return (f"slurm job {job_id}: rank {ended[0]} of {world} hung: it did not answer the other ranks "
+                f"within --dist-timeout, and SLURM ended it when they gave up; its last line: "
+                f"{_rank_line(paths[ended[0]])}; {again}")
     # The cause first: a rank that failed by itself for another reason than waiting, then one that
     # SLURM ended (memory, time), then one that only timed out waiting.
-    def blame_order(r: int) -> tuple[int, int]:
-        return (0 if r in waited and TIMED_OUT not in said[r] else 1 if r in ended else 2), r
-
-    rank = min(said, key=blame_order)
+    rank = min(said, key=lambda r: (1 if r in ended else 2 if TIMED_OUT in said[r] else 0, r))
     if rank in own:
         return f"slurm job {job_id}: {said[rank].removeprefix('RuntimeError: ')}; {again}"
-    paths = next(paths for r, _, paths in failures if r == rank)
     return (f"slurm job {job_id}: rank {rank} of {world} failed ({said[rank]}); its last line: "
-            f"{_rank_line(paths)}; {again}")
+            f"{_rank_line(paths[rank])}; {again}")
 
 
 def _rank_line(paths: Any) -> str:

@@ -50,7 +50,7 @@ def first_width(net: nn.Module) -> int:
     net has no conv). Narrower nets take more images per forward: fewer, larger parallel steps."""
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
-            return max(1, module.out_channels // module.groups) if module.groups > 1 else module.out_channels
+            return module.out_channels // module.groups  # a StackedConv2d's groups are its copies
     return ESTIMATE_CHANNELS
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ddz.errors import IntegrityError, first_line
-from ddz.io import WatchedFile
+from ddz.io import WatchedFile, file_stamp
 from ddz.nets import build_from_config
 from ddz.zoo.external_models import load_external
 from ddz.zoo.ptm import PTM
@@ -19,9 +19,8 @@ from ddz.zoo.sources.local import read_snapshot
 
 def load_snapshot(path: str | Path, expected_sha256: str | None, device: str | torch.device = "cpu") -> PTM:
     """Verify the file's sha256, rebuild its net from the recorded config and return a PTM."""
-    watched = WatchedFile.before_load(path)
+    stamp = file_stamp(path)  # before the read, so that a change made during it shows later
     tensors, meta, actual = read_snapshot(path, expected_sha256)
-    watched.sha256 = actual
     net = build_from_config(dict(meta.net_config))
     try:
         net.load_state_dict(tensors, strict=True)
@@ -30,7 +29,8 @@ def load_snapshot(path: str | Path, expected_sha256: str | None, device: str | t
         raise IntegrityError(f"{path}: weights do not fit the recorded net_config ({why})") from None
     return PTM(name=str(meta.name), sha256=actual, net=net.to(device).eval(), classes=list(meta.classes),
                mean=meta.mean, std=meta.std, image_size=meta.image_size, in_channels=meta.in_channels,
-               arch=meta.name.arch, zca=bool(meta.recipe.get("zca", False)), file=watched)
+               arch=meta.name.arch, zca=bool(meta.recipe.get("zca", False)),
+               file=WatchedFile(Path(path), actual, stamp))
 
 
 def load_ptms(rows: Sequence[Resolved], files: Mapping[str, Path], hf_cache: Path,

@@ -105,8 +105,9 @@ class DistributionMatching(ClassMatching):
         embed = autocast_forward(embed, self.config.amp_dtype)
         real = data.sample_all_classes(self.n_real, rng.generator("real"), classes)
         micro = micro_batch(net, real[0])
-        if micro is not None and self.cores is not None and self.cores.busy() >= BUSY_CORES:
-            micro = max(micro, self.n_real)
+        could_grow = micro is not None and micro < self.n_real and self.cores is not None
+        if could_grow and self.cores.busy() >= BUSY_CORES:
+            micro = self.n_real
         self.real_pieces = micro
         dsa = rng.dsa(self.config.dsa) if self.config.augment else None
         params = None if dsa is None else dsa.siamese(data.num_classes).select(classes.start, classes.stop)
